@@ -1,0 +1,84 @@
+"""``chat-server`` and ``python -m chat``: options, logging, and the reactor.
+
+Options override the configuration file, which overrides the defaults in
+``chat.config``. A bad setting stops start-up with one line naming it and
+exit status 2; SIGTERM and SIGINT stop the server cleanly with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from chat import __version__
+from chat.config import Config, ConfigError, load
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chat-server",
+        description="A chat server for telnet, nc and the chat-tui client, with file sharing.",
+    )
+    p.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    p.add_argument("--listen", metavar="ENDPOINT", help="chat endpoint, e.g. tcp:8000")
+    p.add_argument("--http", metavar="ENDPOINT", help="HTTP endpoint for file downloads")
+    p.add_argument("--no-http", action="store_true", help="do not serve files over HTTP")
+    p.add_argument("--public-url", metavar="URL", help="base URL written into file notices")
+    p.add_argument("--data-dir", metavar="DIR", help="where history and files are kept")
+    p.add_argument("--no-console", action="store_true", help="log lines instead of the live view")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def configure(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """Parse options and load the configuration they point at."""
+    args = build_parser().parse_args(argv)
+    config = load(args.config)
+    if args.listen:
+        config.server.listen = args.listen
+    if args.http:
+        config.server.http = args.http
+        config.server.http_enabled = True
+    if args.no_http:
+        config.server.http_enabled = False
+    if args.public_url:
+        config.server.public_url = args.public_url
+    if args.data_dir:
+        config.server.data_dir = args.data_dir
+    if args.no_console:
+        config.console.enabled = False
+    return config, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config, _ = configure(argv)
+    except ConfigError as e:
+        print(f"chat-server: {e}", file=sys.stderr)
+        return 2
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from chat.server import ChatServer
+
+    r: Any = reactor
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    try:
+        server = ChatServer(config, r)
+        server.startService()
+    except ConfigError as e:
+        print(f"chat-server: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        print(f"chat-server: cannot start: {e}", file=sys.stderr)
+        return 1
+    r.addSystemEventTrigger("before", "shutdown", server.stopService)
+    r.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Server settings: defaults in code, a TOML file over them, options over that.
+
+Every setting lives in one of the dataclasses below with its default, so the
+installed package runs without the repository's ``config/`` folder;
+``config/server.toml`` documents the same settings and a test keeps the two in
+step. Loading checks names and types and fails with a ``ConfigError`` whose
+one-line message names the offending setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A bad setting; the message names it and fits on one line."""
+
+
+@dataclass
+class ServerSettings:
+    listen: str = "tcp:8000:interface=127.0.0.1"
+    http: str = "tcp:8001:interface=127.0.0.1"
+    http_enabled: bool = True
+    public_url: str = ""
+    data_dir: str = "chat-data"
+    banner: str = "Welcome to lanchat."
+
+
+@dataclass
+class LimitSettings:
+    max_line_bytes: int = 4096
+    registration_timeout: float = 60.0
+    max_upload_bytes: int = 1024**3
+    disk_margin_bytes: int = 64 * 1024**2
+    user_quota_bytes: int = 0
+
+
+@dataclass
+class HistorySettings:
+    replay: int = 20
+    max: int = 500
+    time_format: str = "%Y/%m/%d %H:%M:%S"
+
+
+@dataclass
+class ConsoleSettings:
+    enabled: bool = True
+    log_lines: int = 200
+    refresh_per_second: float = 4.0
+
+
+@dataclass
+class Config:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+    def public_base(self) -> str | None:
+        """The base URL written into file notices, or None without HTTP."""
+        if not self.server.http_enabled:
+            return None
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        return endpoint_url(self.server.http)
+
+
+def endpoint_url(endpoint: str) -> str | None:
+    """Best guess at the URL of a ``tcp:`` endpoint string; None for others."""
+    parts = endpoint.split(":")
+    if parts[0] not in ("tcp", "ssl") or len(parts) < 2:
+        return None
+    kw = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+    port = kw.get("port", parts[1])
+    host = kw.get("interface", "127.0.0.1")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if parts[0] == "ssl" else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"{name}: must not be negative, got {value!r}")
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    _check_positive(name, value)
+    return value
+
+
+def apply(config: Config, data: dict[str, Any], origin: str = "") -> Config:
+    """Overlay a ``{section: {key: value}}`` mapping onto ``config``."""
+    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    for section, values in data.items():
+        if section not in sections:
+            raise ConfigError(f"{origin}[{section}]: unknown section")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}{section}: expected a table")
+        target = sections[section]
+        known = {f.name for f in dataclasses.fields(target)}
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if key not in known:
+                raise ConfigError(f"{origin}{name}: unknown setting")
+            setattr(target, key, _coerce(name, getattr(target, key), value))
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if config.limits.max_line_bytes < 16:
+        raise ConfigError("limits.max_line_bytes: must be at least 16")
+    if config.history.replay > config.history.max:
+        raise ConfigError("history.replay: must not exceed history.max")
+    if config.console.refresh_per_second <= 0:
+        raise ConfigError("console.refresh_per_second: must be positive")
+
+
+def load(path: str | Path | None) -> Config:
+    """Defaults, overlaid with the TOML file at ``path`` if one is given."""
+    config = Config()
+    if path is None:
+        return config
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    return apply(config, data, origin=f"{path}: ")

@@ -1,0 +1,164 @@
+"""Shared files over HTTP: ``GET`` and ``HEAD /files/ID/NAME``, nothing else.
+
+The id is what counts; the name must match the stored one so a URL reads
+well, and a wrong name is a 404. Responses carry a length, an ETag, a
+``Content-Disposition`` that is safe for any name, ``application/octet-stream``
+and ``nosniff``. One byte range is honoured (so ``curl -C -`` resumes); a
+request for several ranges gets the whole file, never a response larger than
+it. There are no listings and no path reaches outside the store.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web import http, resource, server, static
+
+from chat import events as ev
+from chat.store import Store
+from chat.transfer import FileStore, Transfer
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_FILE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII fallback and the exact name in RFC 5987 form."""
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """One satisfiable ``(first, last)``, None to send it all, or ``"unsatisfiable"``."""
+    header = header.strip()
+    if "," in header:
+        return None  # several ranges: collapsed into the whole file
+    m = _RANGE.fullmatch(header)
+    if not m or (not m[1] and not m[2]):
+        return None
+    if not m[1]:
+        length = int(m[2])
+        if length == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - length), size - 1
+    first = int(m[1])
+    last = int(m[2]) if m[2] else size - 1
+    if first > last or first >= size:
+        return "unsatisfiable"
+    return first, min(last, size - 1)
+
+
+class _Counted:
+    """Counts a download's bytes for the console's transfer list."""
+
+    def __init__(self, request: server.Request, transfer: Transfer) -> None:
+        self._request = request
+        self._transfer = transfer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    def write(self, data: bytes) -> None:
+        self._transfer.done += len(data)
+        self._request.write(data)
+
+
+class FileResource(resource.Resource):
+    """``/files/ID/NAME``."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, store: Store, files: FileStore, clock: IReactorTime) -> None:
+        super().__init__()
+        self.store = store
+        self.files = files
+        self.clock = clock
+
+    def render_HEAD(self, request: server.Request) -> Any:
+        return self.render_GET(request)
+
+    def render_GET(self, request: server.Request) -> Any:
+        path = request.postpath
+        if len(path) != 2 or not _FILE_ID.fullmatch(path[0].decode("ascii", "replace")):
+            return self._not_found(request)
+        file_id = path[0].decode("ascii")
+        name = path[1].decode("utf-8", "replace")
+        d = self.store.get_file(file_id)
+        d.addCallback(self._found, request, name)
+        d.addErrback(self._failed, request)
+        return server.NOT_DONE_YET
+
+    def _not_found(self, request: server.Request) -> bytes:
+        request.setResponseCode(http.NOT_FOUND)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"No such file.\n"
+
+    def _failed(self, failure: Any, request: server.Request) -> None:
+        self.log.failure("HTTP download failed", failure)
+        if not request.finished and not request.startedWriting:
+            request.setResponseCode(http.INTERNAL_SERVER_ERROR)
+            request.finish()
+
+    def _found(self, info: ev.FileInfo | None, request: server.Request, name: str) -> None:
+        if request._disconnected:
+            return
+        if info is None or info.name != name:
+            request.write(self._not_found(request))
+            request.finish()
+            return
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-disposition", content_disposition(info.name).encode())
+        request.setHeader(b"accept-ranges", b"bytes")
+        request.setHeader(b"cache-control", b"private, max-age=31536000, immutable")
+        if request.setETag(f'"{info.sha256[:32]}"'.encode()) == http.CACHED:
+            request.finish()
+            return
+        size = info.size
+        first, last = 0, size - 1
+        header = request.getHeader(b"range")
+        if_range = request.getHeader(b"if-range")
+        if header is not None and (if_range is None or if_range == f'"{info.sha256[:32]}"'):
+            wanted = parse_range(header, size)
+            if wanted == "unsatisfiable":
+                request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
+                request.setHeader(b"content-range", f"bytes */{size}".encode())
+                request.setHeader(b"content-length", b"0")
+                request.finish()
+                return
+            if isinstance(wanted, tuple):
+                first, last = wanted
+                request.setResponseCode(http.PARTIAL_CONTENT)
+                request.setHeader(b"content-range", f"bytes {first}-{last}/{size}".encode())
+        length = max(0, last - first + 1)
+        request.setHeader(b"content-length", str(length).encode())
+        if request.method == b"HEAD" or length == 0:
+            request.finish()
+            return
+        f = open(self.files.path(info.file_id), "rb")
+        transfer = Transfer(
+            f"http {request.getClientAddress().host}", info.name, "down", length,
+            self.clock.seconds(),
+        )
+        self.files.active[id(transfer)] = transfer
+
+        def finished(_: object) -> None:
+            self.files.active.pop(id(transfer), None)
+            f.close()
+
+        request.notifyFinish().addBoth(finished)
+        producer = static.SingleRangeStaticProducer(_Counted(request, transfer), f, first, length)
+        producer.start()
+
+
+def site(store: Store, files: FileStore, clock: IReactorTime) -> server.Site:
+    root = resource.Resource()
+    root.putChild(b"files", FileResource(store, files, clock))
+    s = server.Site(root)
+    s.displayTracebacks = False
+    return s

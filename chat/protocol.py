@@ -1,0 +1,583 @@
+"""The wire: one ``ChatProtocol`` per connection, and the factory holding them.
+
+A connection is an explicit state machine. ``REGISTER`` reads a user name (or
+``/attach KEY``); ``CHAT`` reads chat lines and commands; ``ATTACHED`` is a
+transfer connection acting for its owner's session; ``RAW`` reads exactly the
+declared bytes of an upload and then returns to the state it came from;
+``CLOSED`` ignores everything. Lines end in LF with an optional CR before it,
+so telnet and nc both work. This module parses; ``ChatService`` decides.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chat import events as ev
+from chat.config import Config
+from chat.sanitize import for_log, strip_telnet
+from chat.service import ChatService, User
+from chat.transfer import (
+    CrcMismatch,
+    Discard,
+    FileStore,
+    HeaderError,
+    Sink,
+    Upload,
+    decode_file_name,
+    parse_send_header,
+)
+
+
+class State(enum.Enum):
+    REGISTER = "register"
+    CHAT = "chat"
+    ATTACHED = "attached"
+    RAW = "raw"
+    CLOSED = "closed"
+
+
+PROMPT = "Choose a username:"
+
+HELP: tuple[tuple[str, str], ...] = (
+    ("/help", "this list"),
+    ("/who", "who is here, and how long they have been idle"),
+    ("/me ACTION", "say that you do something"),
+    ("/msg NAME TEXT", "a private message to NAME"),
+    ("/nick NEW", "change your name"),
+    ("/history [N]", "the last N messages"),
+    ("/send NAME SIZE [CRC32]", "share a file: SIZE raw bytes follow the line"),
+    ("/get ID [OFFSET]", "fetch a shared file (JSON mode), or where to fetch it"),
+    ("/files [N]", "recently shared files"),
+    ("/session", "your session key, for a transfer connection"),
+    ("/proto text|json", "switch between readable lines and JSON"),
+    ("/quit [REASON]", "leave"),
+    ("//TEXT", "say a line that begins with '/'"),
+)
+
+#: Commands a connection may use in each state (anything else is refused).
+ALLOWED: dict[State, frozenset[str]] = {
+    State.REGISTER: frozenset({"help", "proto", "quit", "attach"}),
+    State.CHAT: frozenset(
+        {"help", "who", "me", "msg", "nick", "history", "send", "get", "files", "session",
+         "proto", "quit"}
+    ),
+    State.ATTACHED: frozenset({"help", "send", "get", "files", "quit"}),
+}
+
+_HTTP_REQUEST = re.compile(r"[A-Z]{3,7} \S+ HTTP/\d\.\d")
+
+
+@implementer(IHalfCloseableProtocol)
+class ChatProtocol(LineReceiver):
+    """One client connection.
+
+    Half-closeable: ``nc -N`` and scripts close their sending side after the
+    last line; the server still answers everything and stores a finished
+    upload before it closes the connection.
+    """
+
+    delimiter = b"\n"
+    log = Logger()
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+        self.service: ChatService = factory.service
+        self.limit = factory.config.limits.max_line_bytes
+        # Room for the CR before the LF; the exact limit is checked per line.
+        self.MAX_LENGTH = self.limit + 1
+        self.state = State.REGISTER
+        self.mode = "text"
+        self.user: User | None = None
+        self.address = ""
+        self._timeout: Any = None
+        self._discarding = False
+        self._overflow: bytes | None = None
+        # RAW state
+        self._sink: Sink | None = None
+        self._raw_left = 0
+        self._after_raw = State.CHAT
+        self._send_request_name = ""
+        # downloads: chat lines wait while file bytes are on the wire
+        self._downloading = False
+        self._held: list[bytes] = []
+        self._queued_downloads: list[tuple[ev.FileInfo, int]] = []
+        self._holds: set[str] = set()
+        #: Uploads whose last byte is in, being checked and stored.
+        self._finishing: list[defer.Deferred[Any]] = []
+
+    # --- connection life ---
+
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+        peer = self.transport.getPeer()
+        self.address = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}".rstrip(":")
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
+            self.transport.setTcpKeepAlive(True)
+        self._timeout = self.factory.clock.callLater(
+            self.factory.config.limits.registration_timeout, self._registration_expired
+        )
+        self.reply(ev.Info(self.factory.config.server.banner))
+        self.reply(ev.Prompt(PROMPT))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.factory.connections.discard(self)
+        self._cancel_timeout()
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            self._end_upload(sink)
+            sink.abort("connection lost")
+        if self.user is not None and self.state is not State.CLOSED:
+            if self._is_owner():
+                self.service.leave(self.user, "connection lost")
+            else:
+                self.user.attachments.discard(self)
+        self.state = State.CLOSED
+
+    def readConnectionLost(self) -> None:
+        """The client will send nothing more: finish what it asked, then close."""
+        if self.state is State.RAW:
+            self.transport.loseConnection()  # a short upload: connectionLost discards it
+            return
+        pending = [d for d in self._finishing if not d.called]
+        defer.DeferredList(pending).addBoth(lambda _: self.transport.loseConnection())
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def disconnect(self, reason: str) -> None:
+        """Close from the server side (kick, owner gone, shutdown)."""
+        if self.state is State.CLOSED:
+            return
+        if self.user is not None and not self._is_owner():
+            self.user.attachments.discard(self)
+        self.state = State.CLOSED
+        self.reply(ev.Bye(reason))
+        self.transport.loseConnection()
+
+    def _is_owner(self) -> bool:
+        return self.user is not None and self.user.peer is self
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+    def _registration_expired(self) -> None:
+        self._timeout = None
+        if self.state is State.REGISTER:
+            self.reply(ev.Error("timeout", "You did not choose a name in time. Goodbye."))
+            self.state = State.CLOSED
+            self.transport.loseConnection()
+
+    # --- output ---
+
+    def send(self, data: bytes) -> None:
+        """Peer interface: write rendered bytes, unless a file is on the wire."""
+        if self._downloading:
+            self._held.append(data)
+        else:
+            self.transport.write(data)
+        self.service.stats.bytes_out += len(data)
+
+    def reply(self, event: ev.Event) -> None:
+        self.service.reply(self, event, self.user.name if self.user else None)
+
+    def error(self, code: str, text: str, command: str | None = None) -> None:
+        self.reply(ev.Error(code, text, command))
+
+    # --- input framing ---
+
+    def dataReceived(self, data: bytes) -> None:
+        self.service.stats.bytes_in += len(data)
+        if self._discarding:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._discarding = False
+            data = data[end + 1 :]
+        super().dataReceived(data)
+        while self._overflow is not None:
+            rest, self._overflow = self._overflow, None
+            super().dataReceived(rest)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # ``line`` is the rest of the buffer: drop the long line only, and
+        # keep the complete lines queued behind it.
+        self._line_too_long()
+        end = line.find(b"\n")
+        if end < 0:
+            self._discarding = True
+        else:
+            self._overflow = line[end + 1 :]
+
+    def _line_too_long(self) -> None:
+        self.error("line_too_long", f"Line too long (the limit is {self.limit} bytes); dropped.")
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self.limit:
+            self._line_too_long()
+            return
+        if self.state is State.CLOSED:
+            return
+        text = strip_telnet(line).decode("utf-8", "replace")
+        if self.state is State.REGISTER:
+            self._register_line(text)
+        elif self.state is State.CHAT:
+            self._chat_line(text)
+        elif self.state is State.ATTACHED:
+            self._attached_line(text)
+
+    # --- states ---
+
+    def _register_line(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            self.reply(ev.Prompt(PROMPT))
+        elif text.startswith("/"):
+            self._command(text)
+        elif _HTTP_REQUEST.fullmatch(text):
+            base = self.factory.config.public_base()
+            where = f" Files are served over HTTP at {base}/files/" if base else ""
+            self.error("wrong_protocol", f"This is the chat port, not HTTP.{where}")
+            self.state = State.CLOSED
+            self.transport.loseConnection()
+        else:
+            result = self.service.register(self, text, self.address)
+            if isinstance(result, ev.Error):
+                self.reply(result)
+                self.reply(ev.Prompt(PROMPT, result.text))
+                return
+            self._cancel_timeout()
+            self.user = result
+            self.state = State.CHAT
+
+    def _chat_line(self, text: str) -> None:
+        assert self.user is not None
+        if text.startswith("//"):
+            self.service.say(self.user, text[1:])
+        elif text.startswith("/"):
+            self._command(text)
+        else:
+            self.service.say(self.user, text)
+
+    def _attached_line(self, text: str) -> None:
+        if text.startswith("/"):
+            self._command(text)
+        elif text.strip():
+            self.error("attached", "A transfer connection only takes /send, /get and /files.")
+
+    def _command(self, text: str) -> None:
+        verb, _, args = text[1:].partition(" ")
+        verb = verb.lower()
+        handler: Callable[[str], None] | None = getattr(self, f"do_{verb}", None)
+        if handler is None:
+            self.error(
+                "unknown_command", f"Unknown command /{for_log(verb)[:32]}. Try /help.", verb
+            )
+        elif verb not in ALLOWED[self.state]:
+            if self.state is State.REGISTER:
+                self.error("not_registered", f"Choose a name before using /{verb}.", verb)
+            else:
+                self.error("not_here", f"/{verb} is not available on this connection.", verb)
+        else:
+            handler(args.strip(" "))
+
+    # --- commands ---
+
+    def do_help(self, args: str) -> None:
+        self.reply(ev.Help(HELP))
+
+    def do_proto(self, args: str) -> None:
+        mode = args.strip().lower()
+        if mode not in self.service.renderers:
+            self.error("usage", "Usage: /proto text|json", "proto")
+            return
+        self.mode = mode
+        self.reply(ev.Proto(mode))
+        if self.state is State.REGISTER:
+            self.reply(ev.Prompt(PROMPT))
+
+    def do_quit(self, args: str) -> None:
+        reason = args.strip() or "quit"
+        self.reply(ev.Bye(reason))
+        if self.user is not None and self._is_owner():
+            self.service.leave(self.user, f"quit: {reason}" if args.strip() else "quit")
+        elif self.user is not None:
+            self.user.attachments.discard(self)
+        self.state = State.CLOSED
+        self.transport.loseConnection()
+
+    def do_who(self, args: str) -> None:
+        self.reply(self.service.who())
+
+    def do_me(self, args: str) -> None:
+        assert self.user is not None
+        problem = self.service.act(self.user, args)
+        if problem:
+            self.reply(problem)
+
+    def do_msg(self, args: str) -> None:
+        assert self.user is not None
+        to, _, text = args.partition(" ")
+        problem = self.service.private(self.user, to, text)
+        if problem:
+            self.reply(problem)
+
+    def do_nick(self, args: str) -> None:
+        assert self.user is not None
+        problem = self.service.nick(self.user, args.strip())
+        if problem:
+            self.reply(problem)
+
+    def do_history(self, args: str) -> None:
+        n: int | None = None
+        if args.strip():
+            if not re.fullmatch(r"[0-9]{1,9}", args.strip()):
+                self.error("usage", "Usage: /history [N]", "history")
+                return
+            n = int(args)
+        self.reply(self.service.history(n))
+
+    def do_session(self, args: str) -> None:
+        assert self.user is not None
+        self.reply(ev.Session(self.user.session, self.user.name))
+
+    def do_attach(self, args: str) -> None:
+        owner = self.service.by_session(args.strip())
+        if owner is None:
+            self.mode = "json"
+            self.error("bad_session", "Unknown or expired session key.", "attach")
+            self.state = State.CLOSED
+            self.transport.loseConnection()
+            return
+        self._cancel_timeout()
+        self.user = owner
+        owner.attachments.add(self)
+        self.mode = "json"
+        self.state = State.ATTACHED
+        self.reply(ev.Attached(owner.name))
+
+    # --- files ---
+
+    def do_files(self, args: str) -> None:
+        n = 20
+        if args.strip():
+            if not re.fullmatch(r"[0-9]{1,4}", args.strip()):
+                self.error("usage", "Usage: /files [N]", "files")
+                return
+            n = max(1, int(args))
+
+        def show(files: list[ev.FileInfo]) -> None:
+            self.reply(ev.Files(tuple(self.service.with_url(f) for f in files)))
+
+        self.service.store.recent_files(n).addCallback(show).addErrback(self._internal, "files")
+
+    def do_send(self, args: str) -> None:
+        assert self.user is not None
+        files = self.factory.files
+        try:
+            request = parse_send_header(args)
+        except HeaderError as e:
+            self.error("bad_header", str(e), "send")
+            return
+        too_large = files.too_large(request.size)
+        if too_large is not None:
+            self.error("too_large", too_large, "send")
+            self.state = State.CLOSED
+            self.transport.loseConnection()
+            return
+        name, problem = decode_file_name(request.name_token)
+        if problem is None:
+            used = self.service.store.upload_totals.get(self.user.name.lower(), 0)
+            problem = files.refusal(request.size, used)
+        if problem is not None or name is None:
+            self.error("refused", f"{problem} The {request.size} bytes are discarded.", "send")
+            self._receive_raw(request.size, Discard())
+            return
+        sink = files.begin_upload(
+            self.user.name, name, request.size, request.crc32, _HoldFor(self, "upload")
+        )
+        self._receive_raw(request.size, sink)
+
+    def _receive_raw(self, size: int, sink: Sink) -> None:
+        self._sink = sink
+        self._raw_left = size
+        self._after_raw = self.state
+        self.state = State.RAW
+        if size == 0:
+            self._raw_done(b"")
+        else:
+            self.setRawMode()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        assert self._sink is not None
+        if len(data) < self._raw_left:
+            self._raw_left -= len(data)
+            self._sink.write(data)
+            return
+        chunk, rest = data[: self._raw_left], data[self._raw_left :]
+        self._raw_left = 0
+        if chunk:
+            self._sink.write(chunk)
+        self._raw_done(rest)
+
+    def _raw_done(self, rest: bytes) -> None:
+        sink, self._sink = self._sink, None
+        assert sink is not None
+        self.state = self._after_raw
+        if isinstance(sink, Upload):
+            d = sink.finish()
+            d.addBoth(self._upload_finished, sink)
+            self._finishing = [f for f in self._finishing if not f.called]
+            self._finishing.append(d)
+        self.setLineMode(rest)
+
+    def _end_upload(self, sink: Sink) -> None:
+        if isinstance(sink, Upload):
+            self.factory.files.end_upload(sink)
+
+    def _upload_finished(self, result: Any, upload: Upload) -> defer.Deferred[None] | None:
+        self._end_upload(upload)
+        owner = self.user
+        assert owner is not None
+        t = upload.transfer
+        if isinstance(result, Failure):
+            if result.check(CrcMismatch):
+                self.error("crc_mismatch", f"{result.value} Nothing was stored.", "send")
+            else:
+                self.log.failure("Storing upload {name} failed", result, name=for_log(t.name))
+                self.error("store_failed", "The server could not store the file.", "send")
+            return None
+        info = ev.FileInfo(
+            result.file_id, t.name, result.size, result.crc32, result.sha256, owner.name,
+            self.factory.clock.seconds(), None,
+        )
+
+        def recorded(_: object) -> None:
+            self.reply(ev.Uploaded(self.service.with_url(info)))
+            self.service.file_shared(owner, info)
+
+        return self.service.store.add_file(info).addCallbacks(
+            recorded, self._internal, errbackArgs=("send",)
+        )
+
+    def do_get(self, args: str) -> None:
+        parts = args.split()
+        if not 1 <= len(parts) <= 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            self.error("usage", "Usage: /get ID [OFFSET]", "get")
+            return
+        file_id = parts[0]
+        offset = int(parts[1]) if len(parts) == 2 and parts[1].isascii() else 0
+
+        def found(info: ev.FileInfo | None) -> None:
+            if self.state is State.CLOSED:
+                return
+            if info is None:
+                self.error("no_such_file", f"No file with id {for_log(file_id)[:64]}.", "get")
+                return
+            info = self.service.with_url(info)
+            if self.mode == "text":
+                self.reply(ev.FetchHint(info))
+                return
+            if offset > info.size:
+                self.error("bad_offset", f"OFFSET is beyond the file's {info.size} bytes.", "get")
+                return
+            self._download(info, offset)
+
+        self.service.store.get_file(file_id).addCallback(found).addErrback(self._internal, "get")
+
+    def _download(self, info: ev.FileInfo, offset: int) -> None:
+        if self._downloading:
+            # One file at a time: start after the current one.
+            self._queued_downloads.append((info, offset))
+            return
+        self.reply(ev.Download(info, offset, info.size - offset))
+        self._downloading = True
+        owner = self.user.name if self.user else "?"
+        d = self.factory.files.send_file(info, offset, self.transport, owner)
+        d.addBoth(self._download_done)
+
+    def _download_done(self, result: Any) -> None:
+        self._downloading = False
+        held, self._held = self._held, []
+        if self.state is not State.CLOSED:
+            self.transport.writeSequence(held)
+        if self._queued_downloads and self.state is not State.CLOSED:
+            self._download(*self._queued_downloads.pop(0))
+
+    def _internal(self, failure: Failure, command: str) -> None:
+        self.log.failure("/{command} failed", failure, command=command)
+        if self.state is not State.CLOSED:
+            self.error("internal", "Something went wrong on the server.", command)
+
+    # --- reading paused for a reason (an upload's disk queue, flood control) ---
+
+    def hold(self, reason: str) -> None:
+        """Stop reading until every reason to hold is released."""
+        if not self._holds:
+            self.pauseProducing()
+        self._holds.add(reason)
+
+    def release(self, reason: str) -> None:
+        if reason in self._holds:
+            self._holds.discard(reason)
+            if not self._holds and self.state is not State.CLOSED:
+                self.resumeProducing()
+
+
+@implementer(IPushProducer)
+class _HoldFor:
+    """An upload's view of its connection: pausing it holds reading."""
+
+    def __init__(self, protocol: ChatProtocol, reason: str) -> None:
+        self._protocol = protocol
+        self._reason = reason
+
+    def pauseProducing(self) -> None:
+        self._protocol.hold(self._reason)
+
+    def resumeProducing(self) -> None:
+        self._protocol.release(self._reason)
+
+    def stopProducing(self) -> None:
+        self._protocol.release(self._reason)
+
+
+class ChatFactory(ServerFactory):
+    """Holds the chat service (and its registry) for every connection."""
+
+    protocol = ChatProtocol
+    noisy = False
+
+    def __init__(
+        self, service: ChatService, files: FileStore, config: Config, clock: IReactorTime
+    ) -> None:
+        self.service = service
+        self.files = files
+        self.config = config
+        self.clock = clock
+        self.connections: set[ChatProtocol] = set()
+
+    def buildProtocol(self, addr: Any) -> ChatProtocol:
+        p = ChatProtocol(self)
+        p.factory = self
+        return p

@@ -1,0 +1,54 @@
+"""Turning untrusted bytes into text that is safe to relay, log or display.
+
+Everything a client sends passes through here before it reaches another
+user's terminal, the log or the console: telnet negotiation is dropped, UTF-8
+is decoded with replacement (never ``surrogateescape``, whose lone surrogates
+later break JSON and SQLite), and terminal control sequences are removed whole,
+so an ``ESC [ 2 J`` leaves no ``[2J`` behind.
+"""
+
+from __future__ import annotations
+
+import re
+
+# IAC (0xFF) commands: option negotiation takes one more byte, subnegotiation
+# runs to IAC SE. 0xFF never occurs in UTF-8, so this cannot eat real text.
+_TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].?|.?)", re.DOTALL)
+
+_CONTROL = re.compile(
+    r"""
+      \x1b\[ [\x30-\x3f]* [\x20-\x2f]* [\x40-\x7e]?        # CSI
+    | \x1b[\]PX^_] .*? (?:\x07|\x1b\\|\x9c|$)             # OSC, DCS, SOS, PM, APC
+    | \x1b [\x20-\x2f]* [\x30-\x7e]?                       # other ESC sequences
+    | \x9b [\x30-\x3f]* [\x20-\x2f]* [\x40-\x7e]?          # 8-bit CSI
+    | [\x90\x9d\x98\x9e\x9f] .*? (?:\x07|\x1b\\|\x9c|$)   # 8-bit string controls
+    | [\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]             # C0 but tab, DEL, C1, separators
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def strip_telnet(data: bytes) -> bytes:
+    """Remove telnet IAC command sequences from one line of input."""
+    if b"\xff" not in data:
+        return data
+    return _TELNET.sub(b"", data)
+
+
+def clean(text: str) -> str:
+    """Remove terminal control sequences and control characters, keeping tab."""
+    return _CONTROL.sub("", text)
+
+
+def decode_line(data: bytes) -> str:
+    """Decode one received line into relayable text."""
+    return clean(strip_telnet(data).decode("utf-8", "replace"))
+
+
+def for_log(text: object) -> str:
+    """Render a user-controlled value for a log line or the console.
+
+    Control characters are removed and what is left is ``repr``-escaped, so a
+    newline can never forge a second log line.
+    """
+    return clean(str(text).replace("\n", "\\n").replace("\r", "\\r"))

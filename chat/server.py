@@ -1,0 +1,153 @@
+"""Assembling the server: store, chat service, listeners, orderly shutdown.
+
+``ChatServer`` is a Twisted ``MultiService``, so the same object runs under
+``chat-server`` and under ``twistd -n chat``. Start-up opens the database and
+cleans the data directory before any port listens; stopping tells every user
+the server is going down, discards uploads in flight, closes connections and
+writes buffered history before the database closes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from chat.config import Config, ConfigError
+from chat.http import site
+from chat.protocol import ChatFactory, State
+from chat.service import ChatService
+from chat.store import Store, ThreadExecutor
+from chat.transfer import FileStore
+
+
+def endpoint(reactor: Any, description: str, setting: str) -> Any:
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:  # serverFromString raises many kinds for a bad string
+        raise ConfigError(f"{setting}: bad endpoint {description!r}: {e}") from None
+
+
+#: Seconds that connections get to take their last lines at shutdown.
+CLOSE_GRACE = 2.0
+
+
+class ChatServer(service.MultiService):
+    """The whole server as one service."""
+
+    log = Logger()
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.chat_endpoint = endpoint(reactor, config.server.listen, "server.listen")
+        self.http_endpoint = (
+            endpoint(reactor, config.server.http, "server.http")
+            if config.server.http_enabled
+            else None
+        )
+        self.started = reactor.seconds()
+        self.store: Store | None = None
+        self.service: ChatService | None = None
+        self.factory: ChatFactory | None = None
+        self.ports: dict[str, Any] = {}
+        self._executor: ThreadExecutor | None = None
+        self._upload_pool: ThreadPool | None = None
+
+    def startService(self) -> None:
+        config = self.config
+        data = config.data_path
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"server.data_dir: cannot create {data}: {e.strerror}") from None
+        self._executor = ThreadExecutor(self.reactor)
+        store = Store(data / "chat.sqlite3", self.reactor, config.history.max, self._executor)
+        store.open()
+        self._upload_pool = ThreadPool(minthreads=0, maxthreads=16, name="chat-uploads")
+        self._upload_pool.start()
+        files = FileStore(
+            data,
+            self.reactor,
+            max_upload=config.limits.max_upload_bytes,
+            disk_margin=config.limits.disk_margin_bytes,
+            user_quota=config.limits.user_quota_bytes,
+            pool=self._upload_pool,
+            call_from_thread=self.reactor.callFromThread,
+        )
+        files.prepare(store.file_ids())
+        self.store = store
+        self.service = ChatService(
+            self.reactor,
+            store,
+            time_format=config.history.time_format,
+            replay=config.history.replay,
+            history_max=config.history.max,
+            public_base=config.public_base(),
+        )
+        self.factory = ChatFactory(self.service, files, config, self.reactor)
+        chat = StreamServerEndpointService(self.chat_endpoint, self.factory)
+        chat._raiseSynchronously = True
+        chat.setName("chat")
+        chat.setServiceParent(self)
+        if self.http_endpoint is not None:
+            http_site = site(store, files, self.reactor)
+            http_site.noisy = False
+            web = StreamServerEndpointService(self.http_endpoint, http_site)
+            web._raiseSynchronously = True
+            web.setName("http")
+            web.setServiceParent(self)
+        super().startService()
+        for name in ("chat", "http"):
+            if name in self.namedServices:
+                svc = self.namedServices[name]
+                svc._waitingForPort.addCallback(self._listening, name)
+
+    def _closed_or_cut(self, grace: float) -> defer.Deferred[None]:
+        """Give connections ``grace`` seconds to flush and close, then cut them."""
+        assert self.factory is not None
+        factory = self.factory
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def check() -> None:
+            if not factory.connections or self.reactor.seconds() >= deadline:
+                for conn in list(factory.connections):
+                    conn.transport.abortConnection()
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.05, check)
+
+        deadline = self.reactor.seconds() + grace
+        check()
+        return done
+
+    def _listening(self, port: Any, name: str) -> Any:
+        self.ports[name] = port
+        host = port.getHost()
+        address = f"{host.host}:{host.port}" if hasattr(host, "port") else str(host)
+        self.log.info("{name} listening on {address}", name=name, address=address)
+        return port
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        assert self.factory is not None and self.service is not None and self.store is not None
+        self.service.notice("The server is going down.")
+        yield self.factory.files.abort_all("server stopping")
+        for conn in list(self.factory.connections):
+            if conn.state is not State.CLOSED:
+                if conn.user is not None and conn.user.peer is conn:
+                    self.service.leave(conn.user, "server shutting down")
+                conn.disconnect("server shutting down")
+        yield super().stopService()
+        yield self._closed_or_cut(CLOSE_GRACE)
+        yield self.store.close()
+        assert self._executor is not None and self._upload_pool is not None
+        self._executor.stop()
+        self._upload_pool.stop()
+        self.log.info("Server stopped; history written.")

@@ -1,0 +1,252 @@
+"""Chat logic: users, what they say, and who hears it.
+
+``ChatService`` is the chat without the sockets. A connection registers a
+``Peer`` (anything with a ``mode`` and a ``send(bytes)``) and from then on calls
+the service with decoded text; the service builds events, renders each one
+once per mode and hands the same bytes to every recipient. One recipient's
+failure never stops a broadcast.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+from urllib.parse import quote
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chat import events as ev
+from chat.registry import Registry, name_problem
+from chat.render import JsonRenderer, TextRenderer
+from chat.sanitize import clean, for_log
+from chat.store import Store
+
+
+class Peer(Protocol):
+    """The service's view of a connection."""
+
+    mode: str
+
+    def send(self, data: bytes) -> None: ...
+
+    def disconnect(self, reason: str) -> None: ...
+
+
+@dataclass(eq=False)
+class User:
+    name: str
+    peer: Peer
+    session: str
+    address: str
+    joined: float
+    last_active: float
+    #: Transfer connections attached with this user's session key.
+    attachments: set[Peer] = field(default_factory=set)
+
+
+@dataclass
+class Stats:
+    messages: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class ChatService:
+    """The chat room: registry, history and event fan-out."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: Store,
+        *,
+        time_format: str = "%Y/%m/%d %H:%M:%S",
+        replay: int = 20,
+        history_max: int = 500,
+        server_name: str = "lanchat",
+        public_base: str | None = None,
+    ) -> None:
+        self.clock = clock
+        self.store = store
+        self.replay = replay
+        self.history_max = history_max
+        self.server_name = server_name
+        self.public_base = public_base
+        self.registry: Registry[User] = Registry()
+        self.renderers = {"text": TextRenderer(time_format), "json": JsonRenderer()}
+        self._sessions: dict[str, User] = {}
+        self.stats = Stats()
+        #: Called with every chat event, after delivery (the console listens here).
+        self.observers: list[Callable[[ev.Event], None]] = []
+
+    # --- delivery ---
+
+    def reply(self, peer: Peer, event: ev.Event, viewer: str | None = None) -> None:
+        """Render ``event`` for one connection and send it."""
+        peer.send(self.renderers[peer.mode].render(event, viewer))
+
+    def broadcast(self, event: ev.Event, origin: User | None = None) -> None:
+        """Send a chat event to every registered user, encoding once per mode.
+
+        ``origin`` (the user who caused it) hears it back only if their mode
+        echoes a user's own lines.
+        """
+        encoded: dict[str, bytes] = {}
+        renderers = self.renderers
+        for user in self.registry:
+            peer = user.peer
+            mode = peer.mode
+            if user is origin and not renderers[mode].echo_own:
+                continue
+            data = encoded.get(mode)
+            if data is None:
+                data = encoded[mode] = renderers[mode].render(event)
+            try:
+                peer.send(data)
+            except Exception:
+                self.log.failure("Delivery to {name} failed", name=for_log(user.name))
+        for observer in self.observers:
+            observer(event)
+
+    def _chat_event(self, cls: type[ev.Event], *args: object) -> ev.Event:
+        return cls(self.store.next_id(), self.clock.seconds(), *args)  # type: ignore[call-arg]
+
+    # --- joining and leaving ---
+
+    def register(self, peer: Peer, name: str, address: str = "") -> User | ev.Error:
+        """Make ``peer`` a participant called ``name``, or say why not."""
+        problem = name_problem(name)
+        if problem is not None:
+            return ev.Error("invalid_name", problem)
+        now = self.clock.seconds()
+        user = User(name, peer, secrets.token_urlsafe(24), address, now, now)
+        if not self.registry.add(name, user):
+            return ev.Error("name_taken", f"The name {name} is taken.")
+        self._sessions[user.session] = user
+        self.reply(peer, ev.Welcome(name, user.session, self.server_name, self.public_base))
+        self.reply(peer, ev.Participants(tuple(self.registry.names()), name))
+        self.reply(peer, ev.History(tuple(self.store.recent(self.replay)), self.replay), name)
+        self.broadcast(self._chat_event(ev.Join, name), origin=user)
+        self.log.info("{name} joined from {address}", name=name, address=for_log(address))
+        return user
+
+    def leave(self, user: User, reason: str) -> None:
+        """Remove a user; every other participant sees one leave notice."""
+        if self.registry.get(user.name) is not user:
+            return
+        self.registry.remove(user.name)
+        self._sessions.pop(user.session, None)
+        for attached in list(user.attachments):
+            attached.disconnect("owner left")
+        user.attachments.clear()
+        reason = clean(reason)
+        self.broadcast(self._chat_event(ev.Leave, user.name, reason))
+        self.log.info("{name} left ({reason})", name=user.name, reason=for_log(reason))
+
+    def by_session(self, key: str) -> User | None:
+        return self._sessions.get(key)
+
+    # --- saying things ---
+
+    def _touch(self, user: User) -> None:
+        user.last_active = self.clock.seconds()
+
+    def say(self, user: User, text: str) -> None:
+        self._touch(user)
+        text = clean(text)
+        if not text.strip():
+            return
+        event = self._chat_event(ev.Message, user.name, text)
+        self.store.remember(event)
+        self.stats.messages += 1
+        self.broadcast(event, origin=user)
+
+    def act(self, user: User, text: str) -> ev.Error | None:
+        self._touch(user)
+        text = clean(text).strip()
+        if not text:
+            return ev.Error("usage", "Usage: /me ACTION", "me")
+        event = self._chat_event(ev.Action, user.name, text)
+        self.store.remember(event)
+        self.stats.messages += 1
+        self.broadcast(event, origin=user)
+        return None
+
+    def private(self, user: User, to: str, text: str) -> ev.Error | None:
+        self._touch(user)
+        text = clean(text)
+        if not to or not text.strip():
+            return ev.Error("usage", "Usage: /msg NAME TEXT", "msg")
+        target = self.registry.get(to)
+        if target is None:
+            return ev.Error("no_such_user", f"{clean(to)} is not here.", "msg")
+        event = self._chat_event(ev.Private, user.name, target.name, text)
+        self.reply(target.peer, event, target.name)
+        if target is not user:
+            self.reply(user.peer, event, user.name)
+        for observer in self.observers:
+            observer(event)
+        return None
+
+    def nick(self, user: User, new: str) -> ev.Error | None:
+        self._touch(user)
+        problem = name_problem(new)
+        if problem is not None:
+            return ev.Error("invalid_name", problem, "nick")
+        old = user.name
+        if new == old:
+            return None
+        if not self.registry.rename(old, new):
+            return ev.Error("name_taken", f"The name {new} is taken.", "nick")
+        user.name = new
+        self.broadcast(self._chat_event(ev.Nick, old, new))
+        return None
+
+    def notice(self, text: str) -> None:
+        """A server notice to everyone (the console's ``/say``, shutdown)."""
+        self.broadcast(self._chat_event(ev.Notice, clean(text)))
+
+    def kick(self, name: str, reason: str) -> bool:
+        user = self.registry.get(name)
+        if user is None:
+            return False
+        reason = clean(reason) or "no reason given"
+        self.reply(user.peer, ev.Error("kicked", f"You were kicked: {reason}"))
+        self.leave(user, f"kicked: {reason}")
+        user.peer.disconnect(f"kicked: {reason}")
+        return True
+
+    # --- questions ---
+
+    def who(self) -> ev.Who:
+        now = self.clock.seconds()
+        return ev.Who(
+            tuple(ev.Participant(u.name, round(now - u.last_active, 1)) for u in self.registry)
+        )
+
+    def history(self, n: int | None) -> ev.History:
+        n = self.replay if n is None else max(0, min(n, self.history_max))
+        return ev.History(tuple(self.store.recent(n)), n)
+
+    # --- files ---
+
+    def file_url(self, info: ev.FileInfo) -> str | None:
+        if self.public_base is None:
+            return None
+        return f"{self.public_base}/files/{info.file_id}/{quote(info.name, safe='')}"
+
+    def with_url(self, info: ev.FileInfo) -> ev.FileInfo:
+        return replace(info, url=self.file_url(info))
+
+    def file_shared(self, user: User, info: ev.FileInfo) -> None:
+        """Announce a stored file to everyone (the uploader is told separately)."""
+        info = self.with_url(info)
+        event = self._chat_event(
+            ev.FileShared, user.name, info.file_id, info.name, info.size, info.crc32,
+            info.sha256, info.url,
+        )
+        self.broadcast(event, origin=user)

@@ -1,0 +1,266 @@
+"""SQLite persistence for chat history and file records, off the reactor thread.
+
+The database is opened synchronously at start-up, which also loads the recent
+history into memory: replays and ``/history`` are answered from there and
+never wait on the disk. Afterwards every statement runs through an *executor*,
+a single worker thread in the server (so statements keep their order) and a
+synchronous call in unit tests. New history is batched: everything said in
+one reactor turn becomes one transaction. A failed write is logged and
+retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from chat import events as ev
+
+T = TypeVar("T")
+Executor = Callable[[Callable[[], T]], defer.Deferred[T]]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    crc32 TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_time ON files (ts);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_KINDS: dict[str, type[ev.Message] | type[ev.Action]] = {
+    "message": ev.Message,
+    "action": ev.Action,
+}
+
+RETRY_DELAY = 1.0
+
+
+def synchronous(fn: Callable[[], T]) -> defer.Deferred[T]:
+    """The executor for tests: run now, on the calling thread."""
+    return defer.maybeDeferred(fn)
+
+
+class ThreadExecutor:
+    """Runs database work in order on one dedicated thread."""
+
+    def __init__(self, reactor: IReactorThreads) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="chat-store")
+        self._pool.start()
+
+    def __call__(self, fn: Callable[[], T]) -> defer.Deferred[T]:
+        return deferToThreadPool(self._reactor, self._pool, fn)
+
+    def stop(self) -> None:
+        self._pool.stop()
+
+
+class Store:
+    """History and file records in one SQLite file."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: Path | str,
+        clock: IReactorTime,
+        keep: int = 500,
+        executor: Executor[Any] = synchronous,
+    ) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._run = executor
+        self._recent: deque[ev.Event] = deque(maxlen=max(keep, 1))
+        self._pending: list[ev.Event] = []
+        self._flush_call: Any = None
+        self._flushing: defer.Deferred[None] | None = None
+        self._last_id = 0
+        self._db: sqlite3.Connection | None = None
+        self.upload_totals: dict[str, int] = {}
+
+    # --- start-up and shut-down ---
+
+    def open(self) -> None:
+        """Create the schema and load what the server needs in memory."""
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        rows = db.execute(
+            "SELECT id, ts, kind, sender, text FROM history ORDER BY id DESC LIMIT ?",
+            (self._recent.maxlen,),
+        ).fetchall()
+        for id_, ts, kind, sender, text in reversed(rows):
+            self._recent.append(_KINDS[kind](id_, ts, sender, text))
+        (max_history,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM history").fetchone()
+        row = db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
+        self._last_id = max(max_history, int(row[0]) if row else 0)
+        for uploader, total in db.execute(
+            "SELECT lower(uploader), SUM(size) FROM files GROUP BY lower(uploader)"
+        ):
+            self.upload_totals[uploader] = total
+        self._db = db
+
+    def close(self) -> defer.Deferred[None]:
+        """Write what is buffered, then close the database."""
+        d = self.flush()
+
+        def closed(_: object) -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        d.addCallback(lambda _: self._run(lambda: closed(None)))
+        return d
+
+    # --- history ---
+
+    def next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    def remember(self, event: ev.Event) -> None:
+        """Keep a historic event in memory and queue it for the database."""
+        self._recent.append(event)
+        self._pending.append(event)
+        if self._flush_call is None and self._flushing is None:
+            self._flush_call = self._clock.callLater(0, self._flush_soon)
+
+    def recent(self, n: int) -> list[ev.Event]:
+        """The last ``n`` historic events, oldest first."""
+        if n <= 0:
+            return []
+        items = list(self._recent)
+        return items[-n:]
+
+    def _flush_soon(self) -> None:
+        self._flush_call = None
+        self.flush()
+
+    def flush(self) -> defer.Deferred[None]:
+        """Write every pending event; fires when they are on disk."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        if self._flushing is not None:
+            return self._after_flush_in_flight()
+        batch, self._pending = self._pending, []
+        last_id = self._last_id
+        if not batch:
+            return self._run(lambda: self._write_meta(last_id))
+        self._flushing = self._run(lambda: self._write(batch, last_id))
+        self._flushing.addErrback(self._write_failed, batch)
+        self._flushing.addBoth(self._flush_done)
+        return self._flushing
+
+    def _after_flush_in_flight(self) -> defer.Deferred[None]:
+        assert self._flushing is not None
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def again(result: object) -> object:
+            self.flush().chainDeferred(d)
+            return result
+
+        self._flushing.addBoth(again)
+        return d
+
+    def _flush_done(self, result: object) -> None:
+        self._flushing = None
+
+    def _write_failed(self, failure: Any, batch: list[ev.Event]) -> None:
+        self.log.failure(
+            "Writing {n} history events failed; retrying in {delay}s",
+            failure,
+            n=len(batch),
+            delay=RETRY_DELAY,
+        )
+        self._pending[:0] = batch
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(RETRY_DELAY, self._flush_soon)
+
+    def _write(self, batch: Iterable[ev.Event], last_id: int) -> None:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO history (id, ts, kind, sender, text) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(e.id, e.ts, e.type, e.sender, e.text) for e in batch],  # type: ignore[attr-defined]
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (str(last_id),)
+            )
+
+    def _write_meta(self, last_id: int) -> None:
+        if self._db is None:
+            return
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (str(last_id),)
+        )
+
+    # --- files ---
+
+    def add_file(self, info: ev.FileInfo) -> defer.Deferred[None]:
+        key = info.uploader.lower()
+        self.upload_totals[key] = self.upload_totals.get(key, 0) + info.size
+
+        def insert() -> None:
+            assert self._db is not None
+            self._db.execute(
+                "INSERT INTO files (id, name, size, crc32, sha256, uploader, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (info.file_id, info.name, info.size, info.crc32, info.sha256,
+                 info.uploader, info.ts),
+            )
+
+        return self._run(insert)
+
+    def get_file(self, file_id: str) -> defer.Deferred[ev.FileInfo | None]:
+        def select() -> ev.FileInfo | None:
+            assert self._db is not None
+            row = self._db.execute(
+                "SELECT id, name, size, crc32, sha256, uploader, ts FROM files WHERE id = ?",
+                (file_id,),
+            ).fetchone()
+            return ev.FileInfo(*row, url=None) if row else None
+
+        return self._run(select)
+
+    def recent_files(self, n: int) -> defer.Deferred[list[ev.FileInfo]]:
+        def select() -> list[ev.FileInfo]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT id, name, size, crc32, sha256, uploader, ts FROM files "
+                "ORDER BY ts DESC LIMIT ?",
+                (n,),
+            ).fetchall()
+            return [ev.FileInfo(*row, url=None) for row in reversed(rows)]
+
+        return self._run(select)
+
+    def file_ids(self) -> set[str]:
+        """Every stored file id; for start-up cleaning, before the reactor runs."""
+        assert self._db is not None
+        return {row[0] for row in self._db.execute("SELECT id FROM files")}
