@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import MemoryServer, RealServer, kill_quietly, memory_server
+
+
+@pytest.fixture
+def mem(tmp_path: Path) -> MemoryServer:
+    return memory_server(tmp_path)
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> Iterator[RealServer]:
+    server = RealServer(tmp_path / "data")
+    try:
+        yield server
+    finally:
+        kill_quietly(server)

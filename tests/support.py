@@ -1,0 +1,296 @@
+"""Test helpers: in-memory servers and connections, and the real server process.
+
+``memory_server`` builds the whole chat stack on a ``task.Clock`` with a
+synchronous store and upload worker, so a test can drive ``ChatProtocol``
+objects through ``StringTransport``s with no threads and no sockets.
+``RealServer`` starts ``python -m chat`` on ephemeral loopback ports and reads
+the ports it chose from its log; ``LineClient`` is a blocking socket client
+whose reads wait for data (with a deadline) instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from chat.config import Config
+from chat.protocol import ChatFactory, ChatProtocol
+from chat.service import ChatService
+from chat.store import Store
+from chat.transfer import FileStore
+
+DEADLINE = 10.0
+
+
+@dataclass
+class MemoryServer:
+    factory: ChatFactory
+    clock: task.Clock
+    store: Store
+    config: Config
+    conns: list[tuple[ChatProtocol, StringTransport]] = field(default_factory=list)
+
+    @property
+    def service(self) -> ChatService:
+        return self.factory.service
+
+    def connect(self, port: int = 40000) -> Conn:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
+        proto.makeConnection(transport)
+        return Conn(proto, transport, self)
+
+    def user(self, name: str, mode: str = "text") -> Conn:
+        c = self.connect()
+        if mode == "json":
+            c.line("/proto json")
+        c.line(name)
+        c.take()
+        return c
+
+
+class Conn:
+    """One in-memory connection: feed it bytes, read what the server wrote."""
+
+    def __init__(self, proto: ChatProtocol, transport: StringTransport, server: MemoryServer):
+        self.proto = proto
+        self.transport = transport
+        self.server = server
+
+    def feed(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def line(self, text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        self.feed(data + b"\r\n")
+
+    def take(self) -> bytes:
+        """Everything written since the last take."""
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def lines(self) -> list[str]:
+        return [ln for ln in self.take().decode("utf-8").split("\r\n") if ln]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(ln) for ln in self.lines()]
+
+    def close(self) -> None:
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.transport.loseConnection()
+        self.proto.connectionLost(Failure(ConnectionDone()))
+
+
+def memory_server(tmp_path: Path, config: Config | None = None) -> MemoryServer:
+    config = config or Config()
+    config.server.data_dir = str(tmp_path)
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    store = Store(tmp_path / "chat.sqlite3", clock, config.history.max)
+    store.open()
+    files = FileStore(
+        tmp_path,
+        clock,
+        max_upload=config.limits.max_upload_bytes,
+        disk_margin=config.limits.disk_margin_bytes,
+        user_quota=config.limits.user_quota_bytes,
+    )
+    files.prepare(store.file_ids())
+    service = ChatService(
+        clock,
+        store,
+        time_format=config.history.time_format,
+        replay=config.history.replay,
+        history_max=config.history.max,
+        public_base=config.public_base(),
+    )
+    factory = ChatFactory(service, files, config, clock)
+    return MemoryServer(factory, clock, store, config)
+
+
+_LISTENING = re.compile(r"(chat|http) listening on ([0-9.]+):(\d+)")
+
+
+class RealServer:
+    """``python -m chat`` on ephemeral loopback ports."""
+
+    def __init__(self, data_dir: Path, *extra: str, http: bool = True) -> None:
+        self.data_dir = data_dir
+        args = [
+            sys.executable, "-m", "chat", "--no-console",
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--data-dir", str(data_dir),
+        ]
+        args += ["--http", "tcp:0:interface=127.0.0.1"] if http else ["--no-http"]
+        args += list(extra)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.log: list[str] = []
+        self.ports: dict[str, int] = {}
+        want = {"chat", "http"} if http else {"chat"}
+        self.wait_log(lambda: want <= set(self.ports), what="listening lines")
+
+    @property
+    def port(self) -> int:
+        return self.ports["chat"]
+
+    @property
+    def http_port(self) -> int:
+        return self.ports["http"]
+
+    def _read_log(self, timeout: float) -> bool:
+        assert self.proc.stderr is not None
+        ready, _, _ = select.select([self.proc.stderr], [], [], timeout)
+        if not ready:
+            return False
+        line = self.proc.stderr.readline().decode("utf-8", "replace")
+        if not line:
+            raise AssertionError("server exited:\n" + "".join(self.log))
+        self.log.append(line)
+        m = _LISTENING.search(line)
+        if m:
+            self.ports[m[1]] = int(m[3])
+        return True
+
+    def wait_log(self, condition: Any, what: str, timeout: float = DEADLINE) -> None:
+        end = time.monotonic() + timeout
+        while not condition():
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {what}:\n" + "".join(self.log))
+            self._read_log(left)
+
+    def wait_for_log(self, pattern: str, timeout: float = DEADLINE) -> str:
+        rx = re.compile(pattern)
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [ln for ln in self.log if rx.search(ln)]
+            return bool(found)
+
+        self.wait_log(seen, what=repr(pattern), timeout=timeout)
+        return found[0]
+
+    def client(self, name: str | None = None, json_mode: bool = False) -> LineClient:
+        c = LineClient(self.port)
+        if json_mode:
+            c.send_line("/proto json")
+        if name is not None:
+            c.send_line(name)
+            c.expect("welcome" if json_mode else r"Welcome to the chat")
+        return c
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = DEADLINE) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.stderr is not None
+        self.log.append(self.proc.stderr.read().decode("utf-8", "replace"))
+        return rc
+
+
+class LineClient:
+    """A blocking loopback client with deadline-bound reads."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=DEADLINE)
+        self.buf = b""
+        self.seen: list[str] = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_line(self, text: str) -> None:
+        self.send(text.encode("utf-8") + b"\r\n")
+
+    def _fill(self, deadline: float) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        if not chunk:
+            raise EOFError("server closed the connection")
+        self.buf += chunk
+        return True
+
+    def read_line(self, timeout: float = DEADLINE) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise TimeoutError(f"no line within {timeout}s; seen: {self.seen[-10:]}")
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        text = line.decode("utf-8", "replace")
+        self.seen.append(text)
+        return text
+
+    def read_exact(self, n: int, timeout: float = DEADLINE) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if not self._fill(deadline):
+                raise TimeoutError(f"only {len(self.buf)} of {n} bytes arrived")
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def expect(self, pattern: str, timeout: float = DEADLINE) -> str:
+        """Read lines until one matches ``pattern``; return it."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.read_line(max(0.0, deadline - time.monotonic()))
+            if rx.search(line):
+                return line
+
+    def expect_event(self, type_: str, timeout: float = DEADLINE, **fields: Any) -> dict:
+        """Read JSON lines until an event of ``type_`` with ``fields`` arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = json.loads(self.read_line(max(0.0, deadline - time.monotonic())))
+            if event["type"] == type_ and all(event.get(k) == v for k, v in fields.items()):
+                return event
+
+    def closed(self, timeout: float = DEADLINE) -> bool:
+        """True once the server has closed the connection (reading what is left)."""
+        deadline = time.monotonic() + timeout
+        try:
+            while self._fill(deadline):
+                pass
+        except (EOFError, ConnectionResetError):
+            return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def kill_quietly(server: RealServer) -> None:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
