@@ -22,7 +22,9 @@ from chat import events as ev
 from chat.store import Store
 from chat.transfer import FileStore, Transfer
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+#: One byte range. ASCII digits only (``\d`` would take any Unicode digit), and
+#: few enough that ``int`` never meets a number too long to convert.
+_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})", re.IGNORECASE)
 _FILE_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -32,9 +34,15 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """One satisfiable ``(first, last)``, None to send it all, or ``"unsatisfiable"``."""
-    header = header.strip()
+def parse_range(header: str | bytes, size: int) -> tuple[int, int] | str | None:
+    """One satisfiable ``(first, last)``, None to send it all, or ``"unsatisfiable"``.
+
+    Twisted hands header values over as ``bytes``; they are read as Latin-1.
+    A header that is not one well-formed range is ignored (the whole file).
+    """
+    if isinstance(header, bytes):
+        header = header.decode("latin-1")
+    header = header.strip().replace(" ", "")
     if "," in header:
         return None  # several ranges: collapsed into the whole file
     m = _RANGE.fullmatch(header)
@@ -47,7 +55,9 @@ def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
         return max(0, size - length), size - 1
     first = int(m[1])
     last = int(m[2]) if m[2] else size - 1
-    if first > last or first >= size:
+    if m[2] and first > last:
+        return None  # syntactically invalid (RFC 9110 14.1.1): ignored
+    if first >= size:
         return "unsatisfiable"
     return first, min(last, size - 1)
 
@@ -123,7 +133,8 @@ class FileResource(resource.Resource):
         first, last = 0, size - 1
         header = request.getHeader(b"range")
         if_range = request.getHeader(b"if-range")
-        if header is not None and (if_range is None or if_range == f'"{info.sha256[:32]}"'):
+        etag = f'"{info.sha256[:32]}"'.encode()
+        if header is not None and (if_range is None or if_range.strip() == etag):
             wanted = parse_range(header, size)
             if wanted == "unsatisfiable":
                 request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)

@@ -482,11 +482,14 @@ class ChatProtocol(LineReceiver):
 
     def do_get(self, args: str) -> None:
         parts = args.split()
-        if not 1 <= len(parts) <= 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        # str.isdigit() takes Arabic-Indic and superscript digits: ASCII digits only.
+        if not 1 <= len(parts) <= 2 or (
+            len(parts) == 2 and not re.fullmatch(r"[0-9]{1,20}", parts[1])
+        ):
             self.error("usage", "Usage: /get ID [OFFSET]", "get")
             return
         file_id = parts[0]
-        offset = int(parts[1]) if len(parts) == 2 and parts[1].isascii() else 0
+        offset = int(parts[1]) if len(parts) == 2 else 0
 
         def found(info: ev.FileInfo | None) -> None:
             if self.state is State.CLOSED:
