@@ -65,7 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chat.server import ChatServer
 
     r: Any = reactor
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    console = None
+    if config.console.enabled and sys.stdout.isatty():
+        from chat.console import Console
+
+        # The console is the log observer: lines go into its view once it is
+        # up, and to stderr before that (start-up errors stay readable).
+        console = Console(config.console, r, fallback=sys.stderr)
+        observers: list[Any] = [console]
+    else:
+        observers = [textFileLogObserver(sys.stderr)]
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
     try:
         server = ChatServer(config, r)
         server.startService()
@@ -76,7 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chat-server: cannot start: {e}", file=sys.stderr)
         return 1
     r.addSystemEventTrigger("before", "shutdown", server.stopService)
-    r.run()
+    if console is not None:
+        console.start_terminal(server, r)  # its /quit calls r.stop()
+    try:
+        r.run()
+    finally:
+        if console is not None:
+            console.close()  # the terminal is restored whatever happened
     return 0
 
 

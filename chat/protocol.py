@@ -231,8 +231,8 @@ class ChatProtocol(LineReceiver):
         self.error("line_too_long", f"Line too long (the limit is {self.limit} bytes); dropped.")
 
     def lineReceived(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
+        # CR (and telnet's CR NUL) before the LF is line ending, not text.
+        line = line.rstrip(b"\r\x00")
         if len(line) > self.limit:
             self._line_too_long()
             return

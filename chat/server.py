@@ -103,7 +103,11 @@ class ChatServer(service.MultiService):
             web._raiseSynchronously = True
             web.setName("http")
             web.setServiceParent(self)
-        super().startService()
+        try:
+            super().startService()
+        except BaseException:
+            self._stop_threads()
+            raise
         for name in ("chat", "http"):
             if name in self.namedServices:
                 svc = self.namedServices[name]
@@ -147,7 +151,11 @@ class ChatServer(service.MultiService):
         yield super().stopService()
         yield self._closed_or_cut(CLOSE_GRACE)
         yield self.store.close()
-        assert self._executor is not None and self._upload_pool is not None
-        self._executor.stop()
-        self._upload_pool.stop()
+        self._stop_threads()
         self.log.info("Server stopped; history written.")
+
+    def _stop_threads(self) -> None:
+        if self._executor is not None:
+            self._executor.stop()
+        if self._upload_pool is not None:
+            self._upload_pool.stop()

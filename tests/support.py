@@ -145,6 +145,7 @@ class RealServer:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.log: list[str] = []
+        self._partial = b""
         self.ports: dict[str, int] = {}
         want = {"chat", "http"} if http else {"chat"}
         self.wait_log(lambda: want <= set(self.ports), what="listening lines")
@@ -159,16 +160,21 @@ class RealServer:
 
     def _read_log(self, timeout: float) -> bool:
         assert self.proc.stderr is not None
-        ready, _, _ = select.select([self.proc.stderr], [], [], timeout)
+        fd = self.proc.stderr.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
             return False
-        line = self.proc.stderr.readline().decode("utf-8", "replace")
-        if not line:
+        chunk = os.read(fd, 65536)
+        if not chunk:
             raise AssertionError("server exited:\n" + "".join(self.log))
-        self.log.append(line)
-        m = _LISTENING.search(line)
-        if m:
-            self.ports[m[1]] = int(m[3])
+        self._partial += chunk
+        *lines, self._partial = self._partial.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace") + "\n"
+            self.log.append(line)
+            m = _LISTENING.search(line)
+            if m:
+                self.ports[m[1]] = int(m[3])
         return True
 
     def wait_log(self, condition: Any, what: str, timeout: float = DEADLINE) -> None:
@@ -209,7 +215,8 @@ class RealServer:
                 self.proc.kill()
                 self.proc.wait()
         assert self.proc.stderr is not None
-        self.log.append(self.proc.stderr.read().decode("utf-8", "replace"))
+        rest = self._partial + self.proc.stderr.read()
+        self.log.extend(ln + "\n" for ln in rest.decode("utf-8", "replace").splitlines())
         return rc
 
 
