@@ -1,11 +1,117 @@
-"""``chat-tui`` entry point."""
+"""``chat-tui`` and ``python -m client_tui``: options, and the one-loop start-up.
 
+Twisted runs on prompt_toolkit's asyncio loop: the asyncio reactor is
+installed on a fresh loop before anything imports ``twisted.internet.reactor``
+(which is why the Twisted imports here are inside functions), then
+``task.react`` runs the reactor and awaits ``Application.run_async()`` on the
+same loop. There are no networking threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from client_tui.connection import parse_address
 
 
-def main() -> int:
-    print("chat-tui is not built yet.", file=sys.stderr)
-    return 1
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chat-tui", description="Full-screen terminal client for the lanchat server."
+    )
+    p.add_argument("address", nargs="?", metavar="HOST[:PORT]",
+                   help="server address (default 127.0.0.1:8000)")
+    p.add_argument("--name", help="user name to register with (asked on screen if omitted)")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--cafile", metavar="PEM",
+                   help="trust this CA certificate for TLS (implies --tls)")
+    p.add_argument("--download-dir", metavar="DIR",
+                   default=os.environ.get("CHAT_TUI_DOWNLOAD_DIR"),
+                   help="where /get saves files (default: $CHAT_TUI_DOWNLOAD_DIR or the "
+                        "current directory)")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.host, args.port = parse_address(args.address)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def build(reactor: Any, args: argparse.Namespace, input: Any = None,
+          output: Any = None) -> tuple[Any, Any]:
+    """The session and the Application for ``args`` (used by main and the tests)."""
+    from client_tui.app import build_app
+    from client_tui.connection import make_endpoint
+    from client_tui.session import ChatSession
+
+    tls = bool(args.tls or args.cafile)
+    label = f"{args.host}:{args.port}" + (" (TLS)" if tls else "")
+    session = ChatSession(
+        reactor,
+        lambda: make_endpoint(reactor, args.host, args.port, tls, args.cafile),
+        label,
+        name=args.name,
+        download_dir=Path(args.download_dir) if args.download_dir else None,
+    )
+    app = build_app(session, input=input, output=output)
+    return session, app
+
+
+async def run(reactor: Any, session: Any, app: Any) -> None:
+    """Start the session, run the app until the session is done."""
+    from twisted.internet.defer import Deferred
+
+    def leave(_: object) -> None:
+        if app.is_running and not app.future.done():
+            app.exit()
+
+    session.done.addCallback(leave)
+    future = asyncio.ensure_future(app.run_async())
+    session.start()
+    await Deferred.fromFuture(future)
+
+
+def install_reactor() -> Any:
+    """The asyncio reactor on a fresh loop (must run before any reactor import)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from twisted.internet import asyncioreactor
+
+    asyncioreactor.install(loop)
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.cafile and not Path(args.cafile).is_file():
+        print(f"chat-tui: no such CA file: {args.cafile}", file=sys.stderr)
+        return 2
+    install_reactor()
+    from twisted.internet import task
+
+    def start(reactor: Any) -> Any:
+        from twisted.internet.defer import ensureDeferred
+
+        session, app = build(reactor, args)
+        return ensureDeferred(run(reactor, session, app))
+
+    try:
+        task.react(start)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
 
 
 if __name__ == "__main__":

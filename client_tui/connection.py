@@ -1,0 +1,151 @@
+"""The network side of the chat connection: JSON lines, endpoints, back-off.
+
+``JsonLines`` is the framing both of our connection kinds share (the chat
+connection and the per-transfer ``/attach`` connections): LF-terminated lines,
+each a JSON object, with raw mode available for download bytes. The server
+speaks text until it has seen ``/proto json`` (or ``/attach``), so lines that
+are not JSON objects are ignored: the client never parses human text.
+``ChatConnection`` forwards everything to an owner object (``ChatSession``),
+which holds all the state; ``Backoff`` computes reconnection delays, and
+``make_endpoint`` builds the TCP or TLS endpoint from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+class JsonLines(LineReceiver):
+    """LF-terminated JSON objects in, UTF-8 lines out."""
+
+    # The server ends lines with CRLF; splitting on LF and dropping the CR
+    # also copes with a server that sends bare LF.
+    delimiter = b"\n"
+    # A ``history`` reply can carry 500 messages of up to 4 KiB each.
+    MAX_LENGTH = 16 * 1024 * 1024
+
+    def connectionMade(self) -> None:
+        # Chat is small interactive writes: Nagle would add ~10 ms to each.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            event = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            return  # text-mode banner or prompt before the mode switch
+        if isinstance(event, dict) and isinstance(event.get("type"), str):
+            self.event_received(event)
+
+    def event_received(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def send_line(self, text: str) -> None:
+        # One line only: a CR or LF inside would let input smuggle a second command.
+        text = text.replace("\r", " ").replace("\n", " ")
+        self.transport.write(text.encode("utf-8") + b"\n")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # A line this long is not from a sane server: drop the connection
+        # rather than buffer without limit.
+        self.transport.abortConnection()
+
+
+class Owner(Protocol):
+    def connected(self, proto: ChatConnection) -> None: ...
+    def event(self, proto: ChatConnection, event: dict[str, Any]) -> None: ...
+    def lost(self, proto: ChatConnection, reason: Failure) -> None: ...
+
+
+class ChatConnection(JsonLines):
+    """The chat connection: asks for JSON mode, then forwards every event."""
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.send_line("/proto json")
+        self.owner.connected(self)
+
+    def event_received(self, event: dict[str, Any]) -> None:
+        self.owner.event(self, event)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.owner.lost(self, reason or Failure(ConnectionError("closed")))
+
+
+class Backoff:
+    """Exponential back-off with jitter, capped: 0.5 s, 1 s, 2 s … 30 s.
+
+    The jitter (each delay is scaled by a random factor in [0.5, 1)) keeps a
+    room full of clients from reconnecting in lock-step after a restart.
+    """
+
+    def __init__(
+        self,
+        initial: float = 0.5,
+        cap: float = 30.0,
+        factor: float = 2.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.factor = factor
+        self.rand = rand
+        self.attempt = 0
+
+    def next(self) -> float:
+        base = min(self.cap, self.initial * self.factor**self.attempt)
+        self.attempt += 1
+        return base * (0.5 + self.rand() / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def parse_address(text: str | None) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``:PORT`` or ``[v6]:PORT`` → (host, port)."""
+    if not text:
+        return DEFAULT_HOST, DEFAULT_PORT
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port: {port!r}")
+    return host or DEFAULT_HOST, int(port) if port else DEFAULT_PORT
+
+
+def make_endpoint(
+    reactor: Any, host: str, port: int, tls: bool = False, cafile: str | None = None
+) -> IStreamClientEndpoint:
+    """TCP, or TLS verified against the system roots or ``cafile``."""
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=10)
+    if tls or cafile:
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        trust = Certificate.loadPEM(Path(cafile).read_bytes()) if cafile else None
+        endpoint = wrapClientTLS(optionsForClientTLS(host, trustRoot=trust), endpoint)
+    return endpoint

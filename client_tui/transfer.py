@@ -1,0 +1,447 @@
+"""File transfers, each on its own ``/attach`` connection, one after another.
+
+A transfer never touches the chat connection: ``TransferQueue`` opens a fresh
+connection per job, attaches it with the session key, runs the job, and sends
+``/quit``. ``/cancel`` just aborts that connection; the server discards a
+partial upload, and a partial download's temporary file is removed here.
+Uploads read the file twice in 64 KiB steps — once cooperatively for the
+CRC-32 the ``/send`` header carries, once through a pull producer that the
+transport asks for the next chunk only when it has room — so a large file
+never stalls the screen. Downloads are written chunk by chunk to a temporary
+name beside the destination and linked into place only after the size and
+CRC-32 check out; an existing file is replaced only when the user said so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IPullProducer, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from client_tui.connection import JsonLines
+from client_tui.format import clean, human_size, progress_text
+
+CHUNK = 64 * 1024
+
+
+class TransferFailed(Exception):
+    """A transfer ended without success; the message is for the user."""
+
+
+def safe_file_name(name: str, fallback: str) -> str:
+    """A server-supplied name reduced to one harmless path component."""
+    base = clean(name).replace("\ufffd", "_").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if base in ("", ".", ".."):
+        return fallback
+    return base[:255]
+
+
+class TransferProtocol(JsonLines):
+    """One attach connection, forwarding to its job."""
+
+    def __init__(self, job: Job, session_key: str) -> None:
+        self.job = job
+        self.session_key = session_key
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.send_line(f"/attach {self.session_key}")
+        self.job.connected(self)
+
+    def event_received(self, event: dict[str, Any]) -> None:
+        self.job.event(event)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        self.job.raw(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.job.lost(reason)
+
+
+class Job:
+    """Common bookkeeping: what is moving, how far it got, and the outcome."""
+
+    verb = "?"
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.total = 0
+        self.done = 0
+        self.started = 0.0
+        self.proto: TransferProtocol | None = None
+        self.finished = False
+        self.on_end: Callable[[Job, str | None, str], None] = lambda job, err, ok: None
+        self.cancelled = False
+
+    # --- life cycle, driven by TransferQueue and TransferProtocol ---
+
+    def prepare(self) -> Any:
+        """Work before connecting (a Deferred or None)."""
+        return None
+
+    def connected(self, proto: TransferProtocol) -> None:
+        self.proto = proto
+
+    def event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "attached":
+            self.started = time.monotonic()
+            self.attached()
+        elif event.get("type") == "error":
+            self.fail(f"{clean(event.get('text', 'error'))}")
+        elif event.get("type") == "bye" and not self.finished:
+            self.fail("the server closed the transfer connection")
+
+    def attached(self) -> None:
+        raise NotImplementedError
+
+    def raw(self, data: bytes) -> None:
+        pass
+
+    def lost(self, reason: Failure | None) -> None:
+        self.proto = None
+        if not self.finished:
+            self.fail("cancelled" if self.cancelled else "connection lost")
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.proto is not None:
+            # abort, not lose: a close that waits to flush a 1 GiB upload is no cancel
+            self.proto.transport.abortConnection()
+        else:
+            self.fail("cancelled")
+
+    def succeed(self, message: str) -> None:
+        self._end(None, message)
+
+    def fail(self, message: str) -> None:
+        self._end(message, "")
+
+    def _end(self, error: str | None, message: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.cleanup(error is not None)
+        if self.proto is not None:
+            proto, self.proto = self.proto, None
+            if error is None:
+                proto.send_line("/quit")
+                proto.transport.loseConnection()
+            else:
+                proto.transport.abortConnection()
+        self.on_end(self, error, message)
+
+    def cleanup(self, failed: bool) -> None:
+        pass
+
+    def status(self) -> str:
+        elapsed = time.monotonic() - self.started if self.started else 0.0
+        return f"{self.verb} {self.label} {progress_text(self.done, self.total, elapsed)}"
+
+
+@implementer(IPullProducer)
+class FileProducer:
+    """Hands the transport one 64 KiB chunk each time it asks for more."""
+
+    def __init__(self, job: Upload) -> None:
+        self.job = job
+
+    def resumeProducing(self) -> None:
+        self.job.send_chunk()
+
+    def stopProducing(self) -> None:
+        self.job.close_file()
+
+
+class Upload(Job):
+    verb = "send"
+
+    def __init__(self, path: Path, reactor: Any) -> None:
+        super().__init__(clean(path.name))
+        self.path = path
+        self.reactor = reactor
+        self.file: Any = None
+        self.crc = 0
+        self.hashing: task.CooperativeTask | None = None
+        self.sending = False
+
+    def prepare(self) -> Any:
+        # Both may raise OSError: the queue reports it as this job's failure.
+        self.file = open(self.path, "rb")  # closed by close_file
+        st = os.fstat(self.file.fileno())
+        if not os.path.isfile(self.path):
+            self.close_file()
+            raise TransferFailed(f"{self.path} is not a regular file")
+        self.total = st.st_size
+        self.started = time.monotonic()
+        self.hashing = task.cooperate(self._hash())
+        return self.hashing.whenDone()
+
+    def _hash(self) -> Iterator[None]:
+        crc = 0
+        while True:
+            data = self.file.read(CHUNK)
+            if not data:
+                break
+            crc = zlib.crc32(data, crc)
+            self.done += len(data)
+            yield None
+        self.crc = crc
+        self.file.seek(0)
+        self.done = 0
+        self.hashing = None
+
+    def attached(self) -> None:
+        assert self.proto is not None
+        name = quote(self.path.name, safe="")
+        self.proto.send_line(f"/send {name} {self.total} {self.crc:08x}")
+        self.sending = True
+        self.proto.transport.registerProducer(FileProducer(self), False)
+
+    def send_chunk(self) -> None:
+        if self.proto is None or self.file is None:
+            return
+        want = min(CHUNK, self.total - self.done)
+        data = self.file.read(want) if want else b""
+        if want and not data:
+            self.fail("the file got shorter while it was being sent")
+            return
+        if data:
+            self.done += len(data)
+            self.proto.transport.write(data)
+        if self.done >= self.total:
+            self.proto.transport.unregisterProducer()
+            self.close_file()
+            self.sending = False
+
+    def event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "uploaded":
+            info = event.get("file") or {}
+            self.succeed(
+                f"Sent {self.label} ({human_size(self.total)}), id {clean(info.get('file_id'))}"
+            )
+            return
+        super().event(event)
+
+    def close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def cancel(self) -> None:
+        if self.hashing is not None:
+            self.hashing.stop()
+            self.hashing = None
+        super().cancel()
+
+    def cleanup(self, failed: bool) -> None:
+        if self.hashing is not None:
+            self.hashing.stop()
+            self.hashing = None
+        if self.proto is not None and self.sending:
+            self.proto.transport.unregisterProducer()
+        self.close_file()
+
+    def status(self) -> str:
+        if self.hashing is not None:
+            return f"checking {self.label} {progress_text(self.done, self.total, 0)}"
+        return super().status()
+
+
+class Download(Job):
+    verb = "get"
+
+    def __init__(self, file_id: str, dest: Path, force: bool = False) -> None:
+        super().__init__(clean(file_id[:12]))
+        self.file_id = file_id
+        self.dest = dest
+        self.force = force
+        self.final: Path | None = None
+        self.tmp: Path | None = None
+        self.fd: int | None = None
+        self.crc = 0
+        self.expect_crc = ""
+
+    def attached(self) -> None:
+        assert self.proto is not None
+        self.proto.send_line(f"/get {self.file_id}")
+
+    def event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "download":
+            self._begin(event)
+            return
+        super().event(event)
+
+    def _begin(self, event: dict[str, Any]) -> None:
+        assert self.proto is not None
+        info = event.get("file") or {}
+        name = safe_file_name(str(info.get("name", "")), self.file_id)
+        self.label = name
+        length = event.get("length")
+        size = info.get("size")
+        if not isinstance(length, int) or not isinstance(size, int) or length != size:
+            self.fail("the server sent an unexpected download header")
+            return
+        self.total = size
+        self.expect_crc = str(info.get("crc32", "")).lower()
+        final = self.dest / name if self.dest.is_dir() else self.dest
+        if final.exists() and not self.force:
+            self.fail(f"{final} already exists; /get -f {self.file_id} to overwrite")
+            return
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name[:200]}.", suffix=".part",
+                                       dir=final.parent)
+        except OSError as e:
+            self.fail(f"cannot write to {final.parent}: {e.strerror}")
+            return
+        self.fd, self.tmp, self.final = fd, Path(tmp), final
+        self.started = time.monotonic()
+        self.proto.setRawMode()
+        if self.total == 0:
+            self._complete(b"")
+
+    def raw(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        need = self.total - self.done
+        chunk, rest = data[:need], data[need:]
+        try:
+            # A local disk write of one network chunk: short enough for the loop.
+            os.write(self.fd, chunk)
+        except OSError as e:
+            self.fail(f"cannot write {self.tmp}: {e.strerror}")
+            return
+        self.crc = zlib.crc32(chunk, self.crc)
+        self.done += len(chunk)
+        if self.done >= self.total:
+            self._complete(rest)
+
+    def _complete(self, rest: bytes) -> None:
+        assert self.fd is not None and self.tmp is not None and self.final is not None
+        if self.proto is not None:
+            self.proto.setLineMode(rest)
+        os.close(self.fd)
+        self.fd = None
+        got = f"{self.crc:08x}"
+        if self.expect_crc and got != self.expect_crc:
+            self.fail(f"CRC-32 mismatch for {self.label}: got {got}, expected {self.expect_crc}")
+            return
+        try:
+            if self.force:
+                os.replace(self.tmp, self.final)
+            else:
+                # link() refuses to replace a file that appeared meanwhile.
+                os.link(self.tmp, self.final)
+                os.unlink(self.tmp)
+        except FileExistsError:
+            self.fail(f"{self.final} already exists; /get -f {self.file_id} to overwrite")
+            return
+        except OSError as e:
+            self.fail(f"cannot save {self.final}: {e.strerror}")
+            return
+        self.tmp = None
+        self.succeed(f"Saved {self.label} ({human_size(self.total)}) to {self.final}")
+
+    def cleanup(self, failed: bool) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            self.tmp = None
+
+
+class TransferQueue:
+    """Runs jobs one at a time; each gets its own attach connection."""
+
+    def __init__(
+        self,
+        endpoint: Callable[[], IStreamClientEndpoint],
+        session_key: Callable[[], str | None],
+        report: Callable[[str | None, str], None],
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.session_key = session_key
+        self.report = report
+        self.changed = changed
+        self.current: Job | None = None
+        self.pending: deque[Job] = deque()
+
+    def add(self, job: Job) -> None:
+        self.pending.append(job)
+        self._next()
+
+    def _next(self) -> None:
+        if self.current is not None or not self.pending:
+            self.changed()
+            return
+        job = self.current = self.pending.popleft()
+        job.on_end = self._ended
+        key = self.session_key()
+        if key is None:
+            job.fail("not connected")
+            return
+        try:
+            prepared = job.prepare()
+        except (OSError, TransferFailed) as e:
+            msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+            job.fail(msg)
+            return
+        d = defer.succeed(None) if prepared is None else prepared
+        d.addCallback(lambda _: self._connect(job, key))
+        d.addErrback(lambda f: job.fail(f.getErrorMessage()) if not job.finished else None)
+        self.changed()
+
+    def _connect(self, job: Job, key: str) -> Any:
+        if job.finished:
+            return None
+        factory = Factory.forProtocol(lambda: TransferProtocol(job, key))
+        d = self.endpoint().connect(factory)
+        d.addErrback(lambda f: job.fail(f"cannot connect: {f.getErrorMessage()}"))
+        return d
+
+    def _ended(self, job: Job, error: str | None, message: str) -> None:
+        if error is not None:
+            self.report(error, f"{job.verb} {job.label} failed: {error}")
+        else:
+            self.report(None, message)
+        if job is self.current:
+            self.current = None
+        self._next()
+
+    def cancel(self) -> bool:
+        """Abort the running job; the queue moves on. False if nothing ran."""
+        if self.current is None:
+            return False
+        self.current.cancel()
+        return True
+
+    def abort_all(self, reason: str) -> None:
+        pending, self.pending = list(self.pending), deque()
+        for job in pending:
+            job.on_end = lambda *a: None
+            job.finished = True
+        if self.current is not None:
+            self.current.cancelled = True
+            self.current.fail(reason)
+
+    def status(self) -> str | None:
+        if self.current is None:
+            return None
+        more = f" (+{len(self.pending)} queued)" if self.pending else ""
+        return self.current.status() + more
