@@ -78,7 +78,7 @@ def endpoint_url(endpoint: str) -> str | None:
     parts = endpoint.split(":")
     if parts[0] not in ("tcp", "ssl") or len(parts) < 2:
         return None
-    kw = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+    kw = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
     port = kw.get("port", parts[1])
     host = kw.get("interface", "127.0.0.1")
     if host in ("", "0.0.0.0", "::"):
