@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, TextIO
 from clint.textui import colored
 from twisted.internet import protocol, task
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
-from twisted.logger import ILogObserver, LogEvent, eventAsText, textFileLogObserver
+from twisted.logger import ILogObserver, LogEvent, formatEvent, textFileLogObserver
 from twisted.python.failure import Failure
 from wcwidth import wcwidth
 from zope.interface import implementer
@@ -675,11 +675,16 @@ class Console:
         if not self.active and self._fallback is not None:
             self._fallback(event)
         try:
-            text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+            # The message is one line whatever its fields hold (for_log escapes
+            # newlines, so a user name cannot forge a log line); only a
+            # traceback spans several.
+            lines = [for_log(formatEvent(event))]
+            failure = event.get("log_failure")
+            if failure is not None:
+                lines += [for_log(ln) for ln in failure.getTraceback().splitlines() if ln.strip()]
         except Exception:  # a log observer that raises is removed by twisted
-            text = f"(unformattable log event {event.get('log_format')!r})"
+            lines = [f"(unformattable log event {for_log(event.get('log_format'))})"]
         when = event.get("log_time") or time.time()
-        lines = [for_log(line) for line in text.splitlines() if line.strip()]
         stamp = time.strftime("%H:%M:%S", time.localtime(when))
         for line in lines:
             self.log.append(f"{stamp} {line}")
