@@ -155,8 +155,22 @@ class ChatProtocol(LineReceiver):
         if self.state is State.RAW:
             self.transport.loseConnection()  # a short upload: connectionLost discards it
             return
+        self._close_when_idle()
+
+    def _close_when_idle(self, _: object = None) -> None:
+        # Work that is still running may start more (a /get lookup starts a
+        # download, a download the next queued one): look again when it ends.
         pending = [d for d in self._finishing if not d.called]
-        defer.DeferredList(pending).addBoth(lambda _: self.transport.loseConnection())
+        if pending:
+            defer.DeferredList(pending).addBoth(self._close_when_idle)
+        else:
+            self.transport.loseConnection()
+
+    def _track(self, d: defer.Deferred[Any]) -> defer.Deferred[Any]:
+        """Keep a half-closed connection open until ``d`` (a reply in the making) fires."""
+        self._finishing = [f for f in self._finishing if not f.called]
+        self._finishing.append(d)
+        return d
 
     def writeConnectionLost(self) -> None:
         self.transport.loseConnection()
@@ -389,7 +403,9 @@ class ChatProtocol(LineReceiver):
         def show(files: list[ev.FileInfo]) -> None:
             self.reply(ev.Files(tuple(self.service.with_url(f) for f in files)))
 
-        self.service.store.recent_files(n).addCallback(show).addErrback(self._internal, "files")
+        self._track(
+            self.service.store.recent_files(n).addCallback(show).addErrback(self._internal, "files")
+        )
 
     def do_send(self, args: str) -> None:
         assert self.user is not None
@@ -402,6 +418,11 @@ class ChatProtocol(LineReceiver):
         too_large = files.too_large(request.size)
         if too_large is not None:
             self.error("too_large", too_large, "send")
+            # Leave before CLOSED: connectionLost skips the leave of a closed connection.
+            if self._is_owner():
+                self.service.leave(self.user, "connection lost")
+            else:
+                self.user.attachments.discard(self)
             self.state = State.CLOSED
             self.transport.loseConnection()
             return
@@ -440,15 +461,30 @@ class ChatProtocol(LineReceiver):
             self._sink.write(chunk)
         self._raw_done(rest)
 
+    #: Fires when this connection's last upload has been answered.
+    _last_answer: defer.Deferred[None] | None = None
+
     def _raw_done(self, rest: bytes) -> None:
         sink, self._sink = self._sink, None
         assert sink is not None
         self.state = self._after_raw
         if isinstance(sink, Upload):
-            d = sink.finish()
-            d.addBoth(self._upload_finished, sink)
-            self._finishing = [f for f in self._finishing if not f.called]
-            self._finishing.append(d)
+            # Uploads are stored on worker threads, a small one may be ready
+            # first: answer and announce them in the order they were sent.
+            outcome = sink.finish()
+            previous = self._last_answer
+            turn: defer.Deferred[None] = defer.Deferred()
+            self._last_answer = self._track(turn)
+
+            def answer(_: object = None) -> None:
+                outcome.addBoth(self._upload_finished, sink).addBoth(
+                    lambda _: turn.callback(None)
+                )
+
+            if previous is None:
+                answer()
+            else:
+                previous.addBoth(answer)
         self.setLineMode(rest)
 
     def _end_upload(self, sink: Sink) -> None:
@@ -506,7 +542,8 @@ class ChatProtocol(LineReceiver):
                 return
             self._download(info, offset)
 
-        self.service.store.get_file(file_id).addCallback(found).addErrback(self._internal, "get")
+        lookup = self.service.store.get_file(file_id)
+        self._track(lookup.addCallback(found).addErrback(self._internal, "get"))
 
     def _download(self, info: ev.FileInfo, offset: int) -> None:
         if self._downloading:
@@ -517,7 +554,7 @@ class ChatProtocol(LineReceiver):
         self._downloading = True
         owner = self.user.name if self.user else "?"
         d = self.factory.files.send_file(info, offset, self.transport, owner)
-        d.addBoth(self._download_done)
+        self._track(d.addBoth(self._download_done))
 
     def _download_done(self, result: Any) -> None:
         self._downloading = False

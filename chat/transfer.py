@@ -34,6 +34,7 @@ from twisted.python.threadpool import ThreadPool
 
 from chat import events as ev
 from chat.render import human_size
+from chat.sanitize import for_log
 
 #: Pause reading an upload's connection above this many queued bytes.
 HIGH_WATER = 4 * 1024 * 1024
@@ -250,11 +251,17 @@ class Upload(Sink):
         return self._worker.run(self._complete)
 
     def abort(self, why: str) -> defer.Deferred[None]:
-        self.log.info(
-            "Upload {name} discarded ({why}): {done} of {size} bytes had arrived",
-            name=self.transfer.name, why=why, done=self.transfer.done, size=self.transfer.size,
-        )
-        return self._worker.run(self._discard)
+        """Delete the temporary file (after queued writes); log once it is gone."""
+        done, size = self.transfer.done, self.transfer.size
+
+        def logged(result: object) -> object:
+            self.log.info(
+                "Upload {name} discarded ({why}): {done} of {size} bytes had arrived",
+                name=for_log(self.transfer.name), why=why, done=done, size=size,
+            )
+            return result
+
+        return self._worker.run(self._discard).addBoth(logged)
 
     # worker thread
 

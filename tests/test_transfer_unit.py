@@ -16,11 +16,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 
 from chat.config import Config
 from chat.render import human_size
-from chat.transfer import HeaderError, decode_file_name, parse_send_header
+from chat.transfer import HeaderError, Upload, decode_file_name, parse_send_header
 from tests.support import Conn, MemoryServer, memory_server
 
 
@@ -200,6 +201,31 @@ def test_upload_is_stored_by_id_with_a_record(mem: MemoryServer) -> None:
     assert human_size(len(data)) == "2.5 KiB"
 
 
+def test_uploads_are_answered_in_the_order_they_were_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that finishes the second upload first must not reorder the replies."""
+    mem = memory_server(tmp_path)
+    alice, bob = people(mem, "alice:json", "bob:json")
+    gates: list[defer.Deferred[Any]] = []
+    real_finish = Upload.finish
+
+    def slow_finish(self: Upload) -> defer.Deferred[Any]:
+        gate: defer.Deferred[Any] = defer.Deferred()
+        gates.append(gate)
+        return gate.addCallback(lambda _: real_finish(self))
+
+    monkeypatch.setattr(Upload, "finish", slow_finish)
+    upload(alice, "first.txt", b"1")
+    upload(alice, "second.txt", b"2")
+    gates[1].callback(None)
+    assert [e for e in alice.events() if e["type"] == "uploaded"] == []
+    gates[0].callback(None)
+    names = [e["file"]["name"] for e in alice.events() if e["type"] == "uploaded"]
+    assert names == ["first.txt", "second.txt"]
+    assert [e["name"] for e in bob.events() if e["type"] == "file"] == names
+
+
 def test_two_uploads_of_one_name_are_two_files(mem: MemoryServer) -> None:
     alice, bob = people(mem, "alice:json", "bob:json")
     alice.line("/send same.txt 6")
@@ -254,7 +280,10 @@ def test_too_large_names_the_limit_and_closes(tmp_path: Path) -> None:
     (error,) = alice.events()
     assert error["code"] == "too_large" and "100 bytes" in error["text"]
     assert alice.transport.disconnecting
-    assert bob.lines() == []
+    # Nothing after the header was read as a line; alice is gone, not a ghost.
+    (seen,) = bob.lines()
+    assert seen.endswith("-- alice has left the chat (connection lost).")
+    assert mem.service.registry.get("alice") is None
     assert len(rows(mem)) == 1 and temporaries(mem) == []
 
 
