@@ -37,6 +37,25 @@ class LimitSettings:
     max_upload_bytes: int = 1024**3
     disk_margin_bytes: int = 64 * 1024**2
     user_quota_bytes: int = 0
+    upload_stall_timeout: float = 60.0
+    flood_burst: int = 5
+    flood_rate: float = 2.0
+    flood_line_bytes: int = 512
+    flood_max_pending_bytes: int = 16384
+    nick_burst: int = 3
+    nick_interval: float = 10.0
+    send_queue_bytes: int = 1024**2
+    send_queue_soft_bytes: int = 65536
+    prereg_max_lines: int = 32
+    prereg_max_bytes: int = 4096
+    max_connections: int = 10000
+    max_connections_per_address: int = 8
+    max_new_connections_per_minute: int = 30
+    exempt_addresses: list[str] = field(default_factory=list)
+    ping_interval: float = 60.0
+    ping_timeout: float = 60.0
+    idle_timeout: float = 0.0
+    keepalive_idle: int = 60
 
 
 @dataclass
@@ -107,6 +126,10 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
         value = float(value)
     elif isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"{name}: expected a string, got {value!r}")
+    elif isinstance(default, list) and (
+        not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+    ):
+        raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
     _check_positive(name, value)
     return value
 
@@ -135,6 +158,13 @@ def _validate(config: Config) -> None:
         raise ConfigError("limits.max_line_bytes: must be at least 16")
     if config.history.replay > config.history.max:
         raise ConfigError("history.replay: must not exceed history.max")
+    limits = config.limits
+    if limits.flood_burst < 1 or limits.flood_rate <= 0 or limits.flood_line_bytes < 1:
+        raise ConfigError("limits.flood_burst: flood_burst >= 1 and flood_rate > 0 are required")
+    if limits.nick_burst < 1:
+        raise ConfigError("limits.nick_burst: must be at least 1")
+    if limits.send_queue_soft_bytes > limits.send_queue_bytes:
+        raise ConfigError("limits.send_queue_soft_bytes: must not exceed send_queue_bytes")
     if config.console.refresh_per_second <= 0:
         raise ConfigError("console.refresh_per_second: must be positive")
 

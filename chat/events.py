@@ -264,6 +264,14 @@ class FetchHint(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Ping(Event):
+    """JSON connections that have been silent: any line (``/pong``) answers."""
+
+    type: ClassVar[str] = "ping"
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Info(Event):
     """A line of plain information in reply to a command."""
 

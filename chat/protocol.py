@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ITCPTransport,
 )
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -30,6 +31,7 @@ from zope.interface import implementer
 
 from chat import events as ev
 from chat.config import Config
+from chat.limits import AddressLimiter, TokenBucket
 from chat.sanitize import for_log, strip_telnet
 from chat.service import ChatService, User
 from chat.transfer import (
@@ -72,12 +74,12 @@ HELP: tuple[tuple[str, str], ...] = (
 
 #: Commands a connection may use in each state (anything else is refused).
 ALLOWED: dict[State, frozenset[str]] = {
-    State.REGISTER: frozenset({"help", "proto", "quit", "attach"}),
+    State.REGISTER: frozenset({"help", "proto", "quit", "attach", "pong"}),
     State.CHAT: frozenset(
         {"help", "who", "me", "msg", "nick", "history", "send", "get", "files", "session",
-         "proto", "quit"}
+         "proto", "quit", "pong"}
     ),
-    State.ATTACHED: frozenset({"help", "send", "get", "files", "quit"}),
+    State.ATTACHED: frozenset({"help", "send", "get", "files", "quit", "pong"}),
 }
 
 _HTTP_REQUEST = re.compile(r"[A-Z]{3,7} \S+ HTTP/\d\.\d")
@@ -101,11 +103,25 @@ class ChatProtocol(LineReceiver):
         self.limit = factory.config.limits.max_line_bytes
         # Room for the CR before the LF; the exact limit is checked per line.
         self.MAX_LENGTH = self.limit + 1
+        limits = factory.config.limits
+        self.limits = limits
         self.state = State.REGISTER
         self.mode = "text"
         self.user: User | None = None
         self.address = ""
+        self.host: str | None = None
         self._timeout: Any = None
+        self._flood = TokenBucket(factory.clock, limits.flood_burst, limits.flood_rate)
+        self._nicks = TokenBucket(factory.clock, limits.nick_burst, 1 / limits.nick_interval)
+        self._flood_call: Any = None
+        self._prereg_lines = 0
+        self._prereg_bytes = 0
+        self._last_input = factory.clock.seconds()
+        self._liveness_call: Any = None
+        self._ping_sent_at: float | None = None
+        self._over_soft_limit = False
+        self._cut = False
+        self._stall_call: Any = None
         self._discarding = False
         self._overflow: bytes | None = None
         # RAW state
@@ -116,6 +132,7 @@ class ChatProtocol(LineReceiver):
         # downloads: chat lines wait while file bytes are on the wire
         self._downloading = False
         self._held: list[bytes] = []
+        self._held_bytes = 0
         self._queued_downloads: list[tuple[ev.FileInfo, int]] = []
         self._holds: set[str] = set()
         #: Uploads whose last byte is in, being checked and stored.
@@ -126,19 +143,29 @@ class ChatProtocol(LineReceiver):
     def connectionMade(self) -> None:
         self.factory.connections.add(self)
         peer = self.transport.getPeer()
-        self.address = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}".rstrip(":")
+        self.host = getattr(peer, "host", None)
+        self.address = f"{self.host}:{peer.port}" if self.host else str(peer)
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
             self.transport.setTcpKeepAlive(True)
+            tune_keepalive(self.transport, self.limits.keepalive_idle)
+        # Above the soft limit the transport pauses us: commands wait for the
+        # client to read (so /history in a loop cannot amplify).
+        self.transport.bufferSize = self.limits.send_queue_soft_bytes
+        self.transport.registerProducer(_OutputWatch(self), True)
         self._timeout = self.factory.clock.callLater(
-            self.factory.config.limits.registration_timeout, self._registration_expired
+            self.limits.registration_timeout, self._registration_expired
         )
+        self._schedule_liveness(self.limits.ping_interval)
         self.reply(ev.Info(self.factory.config.server.banner))
         self.reply(ev.Prompt(PROMPT))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self.factory.connections.discard(self)
+        self.factory.connection_closed(self)
         self._cancel_timeout()
+        for call in (self._flood_call, self._liveness_call, self._stall_call):
+            if call is not None and call.active():
+                call.cancel()
         if self._sink is not None:
             sink, self._sink = self._sink, None
             self._end_upload(sink)
@@ -179,11 +206,22 @@ class ChatProtocol(LineReceiver):
         """Close from the server side (kick, owner gone, shutdown)."""
         if self.state is State.CLOSED:
             return
-        if self.user is not None and not self._is_owner():
+        self.reply(ev.Bye(reason))
+        self.drop(reason)
+
+    def drop(self, reason: str, *, abort: bool = False) -> None:
+        """Leave (with ``reason`` as the one leave notice) and close."""
+        if self.state is State.CLOSED:
+            return
+        if self.user is not None and self._is_owner():
+            self.service.leave(self.user, reason)
+        elif self.user is not None:
             self.user.attachments.discard(self)
         self.state = State.CLOSED
-        self.reply(ev.Bye(reason))
-        self.transport.loseConnection()
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
 
     def _is_owner(self) -> bool:
         return self.user is not None and self.user.peer is self
@@ -196,19 +234,74 @@ class ChatProtocol(LineReceiver):
     def _registration_expired(self) -> None:
         self._timeout = None
         if self.state is State.REGISTER:
-            self.reply(ev.Error("timeout", "You did not choose a name in time. Goodbye."))
-            self.state = State.CLOSED
-            self.transport.loseConnection()
+            self.error("timeout", "You did not choose a name in time. Goodbye.")
+            self.drop("registration timeout")
+
+    # --- liveness: pings for JSON connections, the optional idle limit ---
+
+    def _schedule_liveness(self, delay: float) -> None:
+        if delay > 0:
+            self._liveness_call = self.factory.clock.callLater(delay, self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        self._liveness_call = None
+        if self.state is State.CLOSED:
+            return
+        now = self.factory.clock.seconds()
+        silent = now - self._last_input
+        idle_limit = self.limits.idle_timeout
+        if idle_limit and self.state is State.CHAT and silent >= idle_limit:
+            self.error("idle", f"Disconnected after {idle_limit:g} seconds without input.")
+            self.drop("idle timeout")
+            return
+        interval, grace = self.limits.ping_interval, self.limits.ping_timeout
+        if self._ping_sent_at is not None and self._last_input < self._ping_sent_at:
+            if now - self._ping_sent_at >= grace:
+                self.drop("ping timeout", abort=True)
+                return
+            self._schedule_liveness(self._ping_sent_at + grace - now)
+            return
+        self._ping_sent_at = None
+        if self.mode == "json" and silent >= interval:
+            self._ping_sent_at = now
+            self.reply(ev.Ping(str(int(now))))
+            self._schedule_liveness(grace)
+            return
+        wait = interval - silent
+        if idle_limit and self.state is State.CHAT:
+            wait = min(wait, idle_limit - silent)
+        self._schedule_liveness(max(wait, 0.01))
 
     # --- output ---
 
     def send(self, data: bytes) -> None:
         """Peer interface: write rendered bytes, unless a file is on the wire."""
+        if self._cut:
+            return
         if self._downloading:
             self._held.append(data)
+            self._held_bytes += len(data)
         else:
             self.transport.write(data)
         self.service.stats.bytes_out += len(data)
+        if (self._over_soft_limit or self._downloading) and (
+            self.queued_bytes() > self.limits.send_queue_bytes
+        ):
+            # Not from inside a broadcast: leave (and its own broadcast) next turn.
+            self._cut = True
+            self.factory.clock.callLater(0, self.drop, "send queue exceeded", abort=True)
+
+    def queued_bytes(self) -> int:
+        """Bytes written for this client that it has not read yet."""
+        return queued(self.transport) + self._held_bytes
+
+    def output_paused(self, paused: bool) -> None:
+        """The transport's buffer went over (or back under) the soft limit."""
+        self._over_soft_limit = paused
+        if paused:
+            self.hold("output")
+        else:
+            self.release("output")
 
     def reply(self, event: ev.Event) -> None:
         self.service.reply(self, event, self.user.name if self.user else None)
@@ -219,7 +312,17 @@ class ChatProtocol(LineReceiver):
     # --- input framing ---
 
     def dataReceived(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
         self.service.stats.bytes_in += len(data)
+        if data:
+            self._last_input = self.factory.clock.seconds()
+        if self._raw_left and self._stall_call is not None:
+            self._stall_call.reset(self.limits.upload_stall_timeout)
+        if "flood" in self._holds:
+            self._buffer += data
+            self._check_excess_flood()
+            return
         if self._discarding:
             end = data.find(b"\n")
             if end < 0:
@@ -230,10 +333,19 @@ class ChatProtocol(LineReceiver):
         while self._overflow is not None:
             rest, self._overflow = self._overflow, None
             super().dataReceived(rest)
+        if "flood" in self._holds:
+            self._check_excess_flood()
+
+    def _check_excess_flood(self) -> None:
+        if self._held_input() > self.limits.flood_max_pending_bytes:
+            self.error("excess_flood", "Excess flood: you sent too much too fast.")
+            self.drop("excess flood")
 
     def lineLengthExceeded(self, line: bytes) -> None:
         # ``line`` is the rest of the buffer: drop the long line only, and
         # keep the complete lines queued behind it.
+        if self.state is State.REGISTER and self._count_before_name(self.limit):
+            return
         self._line_too_long()
         end = line.find(b"\n")
         if end < 0:
@@ -244,13 +356,66 @@ class ChatProtocol(LineReceiver):
     def _line_too_long(self) -> None:
         self.error("line_too_long", f"Line too long (the limit is {self.limit} bytes); dropped.")
 
+    def _held_input(self) -> int:
+        """Input read but held by flood control; an upload's bytes do not count."""
+        size = 0
+        for line in self._buffer.split(b"\n"):
+            size += len(line) + 1
+            if line[:6].lower() == b"/send ":
+                break
+        return size
+
+    def _count_before_name(self, size: int) -> bool:
+        """Count a line read before registration; True if it was one too many.
+
+        Counted per line, not per read: an upload that arrives in the same
+        segment as the name is the user's, not input before registration.
+        """
+        self._prereg_lines += 1
+        self._prereg_bytes += size + 1
+        if (
+            self._prereg_lines > self.limits.prereg_max_lines
+            or self._prereg_bytes > self.limits.prereg_max_bytes
+        ):
+            self._too_much_before_name()
+            return True
+        return False
+
+    def _too_much_before_name(self) -> None:
+        self.error("too_much_input", "Too much input before choosing a name. Goodbye.")
+        self.drop("too much input before registration")
+
+    def _hold_for_flood(self) -> None:
+        wait = self._flood.wait()
+        if wait > 0 and self.state not in (State.RAW, State.CLOSED) and self._flood_call is None:
+            self.hold("flood")
+            self._flood_call = self.factory.clock.callLater(wait, self._flood_over)
+
+    def _flood_over(self) -> None:
+        self._flood_call = None
+        if self._flood.wait() > 0:
+            self._flood_call = self.factory.clock.callLater(self._flood.wait(), self._flood_over)
+        else:
+            self.release("flood")
+
     def lineReceived(self, line: bytes) -> None:
         # CR (and telnet's CR NUL) before the LF is line ending, not text.
         line = line.rstrip(b"\r\x00")
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.REGISTER and self._count_before_name(len(line)):
+            return
+        # Fakelag: every line (empty ones too) costs tokens, more if long;
+        # past the burst the connection is read more slowly, never dropped.
+        self._flood.take(1 + len(line) // self.limits.flood_line_bytes)
+        try:
+            self._dispatch(line)
+        finally:
+            self._hold_for_flood()
+
+    def _dispatch(self, line: bytes) -> None:
         if len(line) > self.limit:
             self._line_too_long()
-            return
-        if self.state is State.CLOSED:
             return
         text = strip_telnet(line).decode("utf-8", "replace")
         if self.state is State.REGISTER:
@@ -317,6 +482,9 @@ class ChatProtocol(LineReceiver):
 
     # --- commands ---
 
+    def do_pong(self, args: str) -> None:
+        """Any input proves a client alive; /pong is the explicit answer to a ping."""
+
     def do_help(self, args: str) -> None:
         self.reply(ev.Help(HELP))
 
@@ -358,6 +526,14 @@ class ChatProtocol(LineReceiver):
 
     def do_nick(self, args: str) -> None:
         assert self.user is not None
+        if self._nicks.wait() > 0:
+            self.error(
+                "nick_flood",
+                f"Too many name changes; try again in {self._nicks.wait():.0f} seconds.",
+                "nick",
+            )
+            return
+        self._nicks.take()
         problem = self.service.nick(self.user, args.strip())
         if problem:
             self.reply(problem)
@@ -447,7 +623,21 @@ class ChatProtocol(LineReceiver):
         if size == 0:
             self._raw_done(b"")
         else:
+            self._stall_call = self.factory.clock.callLater(
+                self.limits.upload_stall_timeout, self._upload_stalled
+            )
             self.setRawMode()
+
+    def _upload_stalled(self) -> None:
+        self._stall_call = None
+        if self.state is State.RAW:
+            self.error(
+                "upload_stalled",
+                f"No upload data for {self.limits.upload_stall_timeout:g} seconds "
+                f"({self._raw_left} bytes missing); the upload is discarded.",
+                "send",
+            )
+            self.drop("upload stalled")
 
     def rawDataReceived(self, data: bytes) -> None:
         assert self._sink is not None
@@ -467,7 +657,11 @@ class ChatProtocol(LineReceiver):
     def _raw_done(self, rest: bytes) -> None:
         sink, self._sink = self._sink, None
         assert sink is not None
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()
+        self._stall_call = None
         self.state = self._after_raw
+        self._hold_for_flood()
         if isinstance(sink, Upload):
             # Uploads are stored on worker threads, a small one may be ready
             # first: answer and announce them in the order they were sent.
@@ -551,6 +745,9 @@ class ChatProtocol(LineReceiver):
             self._queued_downloads.append((info, offset))
             return
         self.reply(ev.Download(info, offset, info.size - offset))
+        # The file's producer takes the transport; output limits resume after.
+        self.transport.unregisterProducer()
+        self.output_paused(False)
         self._downloading = True
         owner = self.user.name if self.user else "?"
         d = self.factory.files.send_file(info, offset, self.transport, owner)
@@ -559,7 +756,9 @@ class ChatProtocol(LineReceiver):
     def _download_done(self, result: Any) -> None:
         self._downloading = False
         held, self._held = self._held, []
+        self._held_bytes = 0
         if self.state is not State.CLOSED:
+            self.transport.registerProducer(_OutputWatch(self), True)
             self.transport.writeSequence(held)
         if self._queued_downloads and self.state is not State.CLOSED:
             self._download(*self._queued_downloads.pop(0))
@@ -582,6 +781,59 @@ class ChatProtocol(LineReceiver):
             self._holds.discard(reason)
             if not self._holds and self.state is not State.CLOSED:
                 self.resumeProducing()
+
+
+def queued(transport: Any) -> int:
+    """Bytes a Twisted transport holds for its peer (0 if it cannot tell)."""
+    for t in (transport, getattr(transport, "transport", None)):
+        try:
+            return len(t.dataBuffer) - t.offset + t._tempDataLen
+        except AttributeError:
+            continue
+    return 0
+
+
+def tune_keepalive(transport: Any, idle: int) -> None:
+    """Probe a silent peer after ``idle`` seconds, and give up on it after ~2 x idle."""
+    if idle <= 0:
+        return
+    try:
+        sock = transport.getHandle()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        # Unacknowledged data counts too: keepalive alone waits ~15 minutes.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, idle * 2000)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not a socket: the defaults stay
+
+
+@implementer(IPushProducer)
+class _OutputWatch:
+    """Registered on the transport to hear when its buffer crosses the soft limit."""
+
+    def __init__(self, protocol: ChatProtocol) -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol.output_paused(True)
+
+    def resumeProducing(self) -> None:
+        self._protocol.output_paused(False)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Refused(Protocol):
+    """Says why a connection is turned away, and closes it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connectionMade(self) -> None:
+        self.transport.write(f"!! {self.reason}\r\n".encode())
+        self.transport.loseConnection()
 
 
 @implementer(IPushProducer)
@@ -607,6 +859,7 @@ class ChatFactory(ServerFactory):
 
     protocol = ChatProtocol
     noisy = False
+    log = Logger()
 
     def __init__(
         self, service: ChatService, files: FileStore, config: Config, clock: IReactorTime
@@ -616,8 +869,25 @@ class ChatFactory(ServerFactory):
         self.config = config
         self.clock = clock
         self.connections: set[ChatProtocol] = set()
+        limits = config.limits
+        self.limiter = AddressLimiter(
+            clock,
+            per_address=limits.max_connections_per_address,
+            per_minute=limits.max_new_connections_per_minute,
+            total=limits.max_connections,
+            exempt=frozenset(limits.exempt_addresses),
+        )
 
-    def buildProtocol(self, addr: Any) -> ChatProtocol:
-        p = ChatProtocol(self)
-        p.factory = self
-        return p
+    def buildProtocol(self, addr: Any) -> Protocol:
+        host = getattr(addr, "host", None)
+        refusal = self.limiter.refusal(host)
+        if refusal is not None:
+            self.log.info("Refused a connection from {host}: {why}", host=host, why=refusal)
+            return _Refused(refusal)
+        self.limiter.opened(host)
+        return ChatProtocol(self)
+
+    def connection_closed(self, conn: ChatProtocol) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.limiter.closed(conn.host)

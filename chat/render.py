@@ -91,6 +91,7 @@ class TextRenderer:
             ev.Uploaded: self._uploaded,
             ev.FetchHint: self._fetch_hint,
             ev.Info: lambda e, v: f"-- {e.text}",
+            ev.Ping: lambda e, v: f"-- ping {e.token}",
         }
 
     def render(self, event: ev.Event, viewer: str | None = None) -> bytes:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MemoryServer, RealServer, kill_quietly, memory_server
+from tests.support import MemoryServer, RealServer, kill_quietly, memory_server, relaxed_config
 
 
 @pytest.fixture
 def mem(tmp_path: Path) -> MemoryServer:
-    return memory_server(tmp_path)
+    return memory_server(tmp_path, relaxed_config())
 
 
 @pytest.fixture

@@ -98,8 +98,18 @@ class Conn:
         self.proto.connectionLost(Failure(ConnectionDone()))
 
 
+def relaxed_config() -> Config:
+    """Defaults, with flood and per-address limits out of the way of chat tests."""
+    config = Config()
+    config.limits.flood_burst = 100_000
+    config.limits.max_connections_per_address = 1000
+    config.limits.max_new_connections_per_minute = 1000
+    return config
+
+
 def memory_server(tmp_path: Path, config: Config | None = None) -> MemoryServer:
-    config = config or Config()
+    """The whole stack in memory; ``relaxed_config()`` unless a config is given."""
+    config = config or relaxed_config()
     config.server.data_dir = str(tmp_path)
     clock = task.Clock()
     clock.advance(1_700_000_000)
@@ -125,19 +135,35 @@ def memory_server(tmp_path: Path, config: Config | None = None) -> MemoryServer:
     return MemoryServer(factory, clock, store, config)
 
 
+RELAXED_TOML = """\
+[limits]
+flood_burst = 100000
+max_connections_per_address = 1000
+max_new_connections_per_minute = 1000
+"""
+
 _LISTENING = re.compile(r"(chat|http) listening on ([0-9.]+):(\d+)")
 
 
 class RealServer:
     """``python -m chat`` on ephemeral loopback ports."""
 
-    def __init__(self, data_dir: Path, *extra: str, http: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, *extra: str, http: bool = True, relaxed: bool = True
+    ) -> None:
         self.data_dir = data_dir
         args = [
             sys.executable, "-m", "chat", "--no-console",
             "--listen", "tcp:0:interface=127.0.0.1",
             "--data-dir", str(data_dir),
         ]
+        if relaxed:
+            # Flood and per-address limits have their own tests; here they
+            # would only slow scripted clients down.
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            relaxed_toml = data_dir.parent / f"{data_dir.name}-relaxed.toml"
+            relaxed_toml.write_text(RELAXED_TOML)
+            args += ["--config", str(relaxed_toml)]
         args += ["--http", "tcp:0:interface=127.0.0.1"] if http else ["--no-http"]
         args += list(extra)
         self.proc = subprocess.Popen(
