@@ -239,16 +239,11 @@ class Upload(Job):
             self.file.close()
             self.file = None
 
-    def cancel(self) -> None:
-        if self.hashing is not None:
-            self.hashing.stop()
-            self.hashing = None
-        super().cancel()
-
     def cleanup(self, failed: bool) -> None:
-        if self.hashing is not None:
-            self.hashing.stop()
-            self.hashing = None
+        hashing, self.hashing = self.hashing, None
+        if hashing is not None:
+            # stop() fires whenDone's errback at once; the job is already finished.
+            hashing.stop()
         if self.proto is not None and self.sending:
             self.proto.transport.unregisterProducer()
         self.close_file()

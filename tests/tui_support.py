@@ -1,0 +1,98 @@
+"""Pytest side of the TUI tests: a handle on one ``tests/tui_driver.py`` process.
+
+``TuiDriver`` sends the driver one JSON command per line and reads the answer
+with a deadline (``select``, never a sleep). ``wait(...)`` returns the
+client's snapshot once the condition holds and fails the test with the last
+snapshot when it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DRIVER = Path(__file__).with_name("tui_driver.py")
+DEADLINE = 15.0
+
+PAGE_UP = "\x1b[5~"
+PAGE_DOWN = "\x1b[6~"
+CTRL_C = "\x03"
+CTRL_D = "\x04"
+
+
+class TuiDriver:
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(DRIVER), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.buf = b""
+        self.exited: dict[str, Any] | None = None
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"driver did not answer within {timeout}s: {self.stderr()}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"driver died: {self.stderr()}")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg = json.loads(line)
+        if msg.get("event") == "exited":
+            self.exited = msg
+        return msg
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode("utf-8", "replace")
+
+    def call(self, deadline: float = DEADLINE, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._read(deadline + 5)
+
+    def keys(self, text: str) -> None:
+        assert self.call(op="keys", text=text)["ok"]
+
+    def type(self, line: str) -> None:
+        self.keys(line + "\r")
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.call(op="snapshot")["snapshot"]
+
+    def wait(self, timeout: float = DEADLINE, **until: Any) -> dict[str, Any]:
+        reply = self.call(deadline=timeout, op="wait", until=until, timeout=timeout)
+        if not reply["ok"]:
+            snap = reply["snapshot"]
+            raise AssertionError(
+                f"timed out waiting for {until}\nstate={snap['state']} status={snap['status']}\n"
+                + "\n".join(snap["lines"][-30:])
+            )
+        return reply["snapshot"]
+
+    def wait_exit(self, timeout: float = DEADLINE) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while self.exited is None:
+            self._read(max(0.1, end - time.monotonic()))
+        self.proc.wait(max(0.1, end - time.monotonic()))
+        return self.exited
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
