@@ -8,6 +8,7 @@ exit status 2; SIGTERM and SIGINT stop the server cleanly with status 0.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chat.server import ChatServer
 
     r: Any = reactor
+    # A file-size limit (RLIMIT_FSIZE) must fail a write, not kill the server.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     console = None
     if config.console.enabled and sys.stdout.isatty():
         from chat.console import Console

@@ -82,6 +82,7 @@ ALLOWED: dict[State, frozenset[str]] = {
     State.ATTACHED: frozenset({"help", "send", "get", "files", "quit", "pong"}),
 }
 
+_SEND_HEADER = re.compile(rb"(?:^|\n)/send [^\n]*\n?", re.IGNORECASE)
 _HTTP_REQUEST = re.compile(r"[A-Z]{3,7} \S+ HTTP/\d\.\d")
 
 
@@ -358,12 +359,8 @@ class ChatProtocol(LineReceiver):
 
     def _held_input(self) -> int:
         """Input read but held by flood control; an upload's bytes do not count."""
-        size = 0
-        for line in self._buffer.split(b"\n"):
-            size += len(line) + 1
-            if line[:6].lower() == b"/send ":
-                break
-        return size
+        header = _SEND_HEADER.search(self._buffer)
+        return header.end() if header else len(self._buffer)
 
     def _count_before_name(self, size: int) -> bool:
         """Count a line read before registration; True if it was one too many.
