@@ -117,7 +117,7 @@ class FileResource(resource.Resource):
     def _found(self, info: ev.FileInfo | None, request: server.Request, name: str) -> None:
         if request._disconnected:
             return
-        if info is None or info.name != name:
+        if info is None or info.name != name or not self.files.path(info.file_id).is_file():
             request.write(self._not_found(request))
             request.finish()
             return

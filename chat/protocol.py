@@ -721,7 +721,8 @@ class ChatProtocol(LineReceiver):
         def found(info: ev.FileInfo | None) -> None:
             if self.state is State.CLOSED:
                 return
-            if info is None:
+            # A record whose file is gone (removed by hand) must not promise bytes.
+            if info is None or not self.factory.files.path(info.file_id).is_file():
                 self.error("no_such_file", f"No file with id {for_log(file_id)[:64]}.", "get")
                 return
             info = self.service.with_url(info)

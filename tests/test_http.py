@@ -297,3 +297,19 @@ def test_curl_J_saves_under_the_safe_fallback(files: Files, tmp_path: Path) -> N
 def test_curl_head(files: Files, tmp_path: Path) -> None:
     out = curl(tmp_path, "-I", files.url(files.main)).stdout.decode().lower()
     assert f"content-length: {SIZE}" in out and "x-content-type-options: nosniff" in out
+
+
+def test_a_record_whose_file_is_gone_is_404(tmp_path: Path) -> None:
+    server = RealServer(tmp_path / "data")
+    try:
+        info = upload(server.client("alice", json_mode=True), "gone.txt", b"gone")
+        (server.data_dir / "files" / info["file_id"]).unlink()
+        path = str(urlsplit(info["url"]).path)
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 404
+        assert resp.getheader("content-disposition") is None
+        conn.close()
+    finally:
+        kill_quietly(server)

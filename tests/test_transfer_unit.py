@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.basic import FileSender
 
+from chat import transfer as transfer_module
 from chat.render import human_size
 from chat.transfer import HeaderError, Upload, decode_file_name, parse_send_header
 from tests.support import Conn, MemoryServer, memory_server, relaxed_config
@@ -531,3 +532,40 @@ def test_files_lists_recent_attachments(mem: MemoryServer) -> None:
     bob.line("/files")
     lines = bob.lines()
     assert lines[0] == "-- 3 recent files:" and "f2.txt" in lines[3] and "by alice" in lines[3]
+
+
+def test_get_of_a_record_whose_file_is_gone(mem: MemoryServer) -> None:
+    info = shared(mem, b"soon gone")
+    mem.factory.files.path(info["file_id"]).unlink()
+    alice, bob = people(mem, "alice:json", "bob")
+    alice.line(f"/get {info['file_id']}")
+    (error,) = alice.events()
+    assert error["code"] == "no_such_file"
+    bob.line("still flowing")  # no download header promised bytes that never come
+    assert alice.events()[0]["text"] == "still flowing"
+
+
+def test_bytes_are_fsynced_before_the_atomic_rename(
+    mem: MemoryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_fsync, real_rename = transfer_module.os.fsync, transfer_module.os.rename
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        real_fsync(fd)
+
+    def rename(src: Any, dst: Any) -> None:
+        calls.append(f"rename {Path(src).parent.name}/ -> {Path(dst).parent.name}/")
+        assert Path(src).read_bytes() == b"durable"  # complete before it is visible
+        real_rename(src, dst)
+
+    monkeypatch.setattr(transfer_module.os, "fsync", fsync)
+    monkeypatch.setattr(transfer_module.os, "rename", rename)
+    alice = mem.user("alice", "json")
+    alice.line("/send d.txt 7")
+    alice.feed(b"dura")
+    assert stored(mem) == [] and len(temporaries(mem)) == 1  # nothing visible yet
+    alice.feed(b"ble")
+    assert calls[:2] == ["fsync", "rename tmp/ -> files/"]
+    assert len(stored(mem)) == 1 and temporaries(mem) == []
