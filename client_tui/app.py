@@ -208,4 +208,5 @@ def build_app(
         refresh_interval=1.0,
     )
     session.changed = app.invalidate
+    session.input_text = lambda: input_buffer.text
     return app

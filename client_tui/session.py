@@ -55,6 +55,8 @@ class ChatSession:
         self.download_dir = download_dir or Path.cwd()
         self.backoff = backoff or Backoff()
         self.changed: Callable[[], None] = lambda: None
+        #: what is typed but not yet sent (set by the app; for tests and status)
+        self.input_text: Callable[[], str] = lambda: ""
 
         self.lines: list[Line] = []
         self.seen_ids: set[int] = set()

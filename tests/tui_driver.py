@@ -46,6 +46,7 @@ def snapshot(session: Any) -> dict[str, Any]:
         "anchor": session.anchor,
         "unread": session.unread,
         "transfer": session.transfers.status(),
+        "input": session.input_text(),
     }
 
 
