@@ -130,6 +130,18 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
         t.kill()
 
 
+class SourcedClient(LineClient):
+    """A LineClient from its own loopback address (127.0.0.N), so that many
+    of them stay under the server's connections-per-address limit."""
+
+    def __init__(self, port: int, source: str) -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=DEADLINE, source_address=(source, 0)
+        )
+        self.buf = b""
+        self.seen: list[str] = []
+
+
 def server_command(port: int, data: Path) -> list[str]:
     return [
         sys.executable, "-m", "chat",
@@ -219,7 +231,7 @@ def test_console_resizes_and_ctrl_c_stops(tmux: Tmux, tmp_path: Path) -> None:
     tmux.wait_text(pane, f"chat 127.0.0.1:{port}")
     clients = []
     for i in range(30):
-        c = LineClient(port)
+        c = SourcedClient(port, f"127.0.0.{i + 2}")
         c.send_line(f"user{i:02d}")
         c.expect("Welcome")
         clients.append(c)
