@@ -200,8 +200,7 @@ def event_line(event: dict[str, Any], me: str | None) -> Line | None:
             [ts, ("class:file", "-- "), _nick(sender, me),
              ("class:file", " shared "), ("class:file-name", clean(event.get("name", "?"))),
              ("class:file", f" ({human_size(size)}) id "),
-             ("class:file-id", clean(event.get("file_id", "?"))),
-             ("class:notice", "  /get ID to fetch")],
+             ("class:file-id", clean(event.get("file_id", "?")))],
             eid, "file", {"file_id": str(event.get("file_id", ""))},
         )
     return None
