@@ -123,8 +123,8 @@ class ChatProtocol(LineReceiver):
         self._over_soft_limit = False
         self._cut = False
         self._stall_call: Any = None
+        #: Skipping the rest of a line that was too long.
         self._discarding = False
-        self._overflow: bytes | None = None
         # RAW state
         self._sink: Sink | None = None
         self._raw_left = 0
@@ -313,46 +313,72 @@ class ChatProtocol(LineReceiver):
     # --- input framing ---
 
     def dataReceived(self, data: bytes) -> None:
+        """Split input into lines (or hand it to an upload) in one pass.
+
+        Replaces ``LineReceiver.dataReceived``, which re-splits the whole
+        buffer for every line (quadratic for a segment of many lines) and
+        drops the connection on a long line. Raw mode, ``setLineMode(extra)``
+        and pausing keep their ``LineReceiver`` meaning.
+        """
         if self.state is State.CLOSED:
             return
-        self.service.stats.bytes_in += len(data)
         if data:
+            self.service.stats.bytes_in += len(data)
             self._last_input = self.factory.clock.seconds()
-        if self._raw_left and self._stall_call is not None:
-            self._stall_call.reset(self.limits.upload_stall_timeout)
-        if "flood" in self._holds:
-            self._buffer += data
+            if self._raw_left and self._stall_call is not None:
+                self._stall_call.reset(self.limits.upload_stall_timeout)
+        self._buffer += data
+        if self._busyReceiving:
+            return  # setLineMode(extra) from rawDataReceived: the loop below goes on
+        self._busyReceiving = True
+        try:
+            while self._buffer and not self.paused and self.state is not State.CLOSED:
+                if self.line_mode:
+                    self._read_lines()
+                    if self.line_mode:
+                        break  # only a partial line is left (or we paused)
+                else:
+                    chunk, self._buffer = self._buffer, b""
+                    self.rawDataReceived(chunk)
+        finally:
+            self._busyReceiving = False
+        if "flood" in self._holds and self.state is not State.CLOSED:
             self._check_excess_flood()
-            return
-        if self._discarding:
-            end = data.find(b"\n")
+
+    def _read_lines(self) -> None:
+        buf, pos = self._buffer, 0
+        longest = self.MAX_LENGTH
+        while self.line_mode and not self.paused and self.state is not State.CLOSED:
+            end = buf.find(b"\n", pos)
             if end < 0:
-                return
-            self._discarding = False
-            data = data[end + 1 :]
-        super().dataReceived(data)
-        while self._overflow is not None:
-            rest, self._overflow = self._overflow, None
-            super().dataReceived(rest)
-        if "flood" in self._holds:
-            self._check_excess_flood()
+                break
+            line, pos = buf[pos:end], end + 1
+            if self._discarding:
+                self._discarding = False  # the end of a line already refused
+            elif len(line) > longest:
+                self._refuse_long_line()
+            else:
+                self.lineReceived(line)
+        rest = buf[pos:]
+        unended = self.line_mode and not self.paused and self.state is not State.CLOSED
+        if unended and len(rest) > longest:
+            # No end in sight: refuse it now, skip the rest of it as it comes.
+            self._refuse_long_line()
+            self._discarding = True
+            rest = b""
+        elif self._discarding and self.line_mode:
+            rest = b""
+        self._buffer = rest
 
     def _check_excess_flood(self) -> None:
         if self._held_input() > self.limits.flood_max_pending_bytes:
             self.error("excess_flood", "Excess flood: you sent too much too fast.")
             self.drop("excess flood")
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        # ``line`` is the rest of the buffer: drop the long line only, and
-        # keep the complete lines queued behind it.
+    def _refuse_long_line(self) -> None:
         if self.state is State.REGISTER and self._count_before_name(self.limit):
             return
         self._line_too_long()
-        end = line.find(b"\n")
-        if end < 0:
-            self._discarding = True
-        else:
-            self._overflow = line[end + 1 :]
 
     def _line_too_long(self) -> None:
         self.error("line_too_long", f"Line too long (the limit is {self.limit} bytes); dropped.")
@@ -431,7 +457,7 @@ class ChatProtocol(LineReceiver):
         elif text.startswith("/"):
             self._command(text)
         elif _HTTP_REQUEST.fullmatch(text):
-            base = self.factory.config.public_base()
+            base = self.service.public_base
             where = f" Files are served over HTTP at {base}/files/" if base else ""
             self.error("wrong_protocol", f"This is the chat port, not HTTP.{where}")
             self.state = State.CLOSED

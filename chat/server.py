@@ -136,6 +136,12 @@ class ChatServer(service.MultiService):
         host = port.getHost()
         address = f"{host.host}:{host.port}" if hasattr(host, "port") else str(host)
         self.log.info("{name} listening on {address}", name=name, address=address)
+        if name == "http" and not self.config.server.public_url and hasattr(host, "port"):
+            # With port 0 in the endpoint, only the bound port makes a usable URL.
+            assert self.service is not None
+            scheme = "https" if self.config.server.http.startswith("ssl:") else "http"
+            shown = "127.0.0.1" if host.host in ("0.0.0.0", "::") else host.host
+            self.service.public_base = f"{scheme}://{shown}:{host.port}"
         return port
 
     @defer.inlineCallbacks
