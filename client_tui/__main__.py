@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -93,10 +94,19 @@ def install_reactor() -> Any:
     return reactor
 
 
+def tls_available() -> bool:
+    """Twisted's TLS needs pyOpenSSL, and service_identity to check host names."""
+    return all(importlib.util.find_spec(m) is not None for m in ("OpenSSL", "service_identity"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cafile and not Path(args.cafile).is_file():
         print(f"chat-tui: no such CA file: {args.cafile}", file=sys.stderr)
+        return 2
+    if (args.tls or args.cafile) and not tls_available():
+        print("chat-tui: TLS needs pyOpenSSL and service_identity "
+              "(pip install 'twisted[tls]')", file=sys.stderr)
         return 2
     install_reactor()
     from twisted.internet import task

@@ -107,9 +107,11 @@ def build_app(
 
     def accept(buf: Buffer) -> bool:
         text = buf.text
-        if text.strip() and session.state != "naming":
-            history.append_string(text)
-        buf.reset(append_to_history=False)
+        # Names typed at the prompt are not worth recalling; chat lines are.
+        buf.reset(append_to_history=bool(text.strip()) and session.state != "naming")
+        # reset() drops the loaded history until the next repaint reloads it;
+        # reload now, so an Up typed right after Enter still finds this line.
+        buf.load_history_if_not_yet_loaded()
         session.submit(text)
         return True  # we reset the buffer ourselves
 

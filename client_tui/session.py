@@ -131,7 +131,9 @@ class ChatSession:
             return
         self.state = "connecting"
         self._changed()
-        d = self.endpoint().connect(Factory.forProtocol(lambda: ChatConnection(self)))
+        d = defer.maybeDeferred(
+            lambda: self.endpoint().connect(Factory.forProtocol(lambda: ChatConnection(self)))
+        )
         d.addErrback(self._connect_failed)
 
     def _connect_failed(self, failure: Failure) -> None:

@@ -16,7 +16,17 @@ from pathlib import Path
 import pytest
 
 from tests.support import RealServer, kill_quietly
-from tests.tui_support import CTRL_C, CTRL_D, PAGE_DOWN, PAGE_UP, TuiDriver
+from tests.tui_support import (
+    CTRL_A,
+    CTRL_C,
+    CTRL_D,
+    CTRL_E,
+    CTRL_P,
+    CTRL_U,
+    PAGE_DOWN,
+    PAGE_UP,
+    TuiDriver,
+)
 
 
 @pytest.fixture
@@ -79,6 +89,16 @@ def test_name_asked_in_tui_and_ctrl_d(real: RealServer, drivers: list[TuiDriver]
     tui.wait(state="naming", line="Name refused")
     tui.type("dave")
     tui.wait(state="online", participants=["bob", "dave"])
+    tui.type("first line")
+    bob.expect_event("message", sender="dave", text="first line")
+    # Ctrl-P recalls the input history (Up is checked in a real terminal, test_tui_tmux);
+    # Ctrl-A/Ctrl-D edit (Emacs keys) while there is text.
+    tui.keys(CTRL_P)
+    tui.wait(input="first line")
+    tui.keys(CTRL_A + CTRL_D)
+    tui.wait(input="irst line")
+    tui.keys(CTRL_E + CTRL_U)
+    tui.wait(input="")
     tui.keys(CTRL_D)
     tui.wait_exit()
     bob.expect_event("leave", name="dave", reason="quit")

@@ -112,6 +112,9 @@ def test_chat_tui_in_a_real_terminal(real: RealServer, tmux: Tmux, tmp_path: Pat
     shared = bob.expect_event("file", sender="alice", name="shot.txt")
     tmux.wait_for(f"alice shared shot.txt (13 B) id {shared['file_id']}")
 
-    tmux.keys("C-c")
+    # Up recalls the last line typed.
+    tmux.keys("Up")
+    tmux.wait_for("[alice] /send shot.txt")
+    tmux.keys("C-u", "C-c")
     tmux.wait_for("CLIENT-EXITED 0")
     bob.expect_event("leave", name="alice", reason="quit")

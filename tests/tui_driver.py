@@ -63,6 +63,8 @@ def holds(session: Any, until: dict[str, Any]) -> bool:
         return False
     if "status" in until and not re.search(until["status"], snap["status"]):
         return False
+    if "input" in until and snap["input"] != until["input"]:
+        return False
     if until.get("idle") and snap["transfer"] is not None:
         return False
     return True

@@ -22,8 +22,12 @@ DEADLINE = 15.0
 
 PAGE_UP = "\x1b[5~"
 PAGE_DOWN = "\x1b[6~"
+CTRL_A = "\x01"
 CTRL_C = "\x03"
+CTRL_P = "\x10"
+CTRL_U = "\x15"
 CTRL_D = "\x04"
+CTRL_E = "\x05"
 
 
 class TuiDriver:
