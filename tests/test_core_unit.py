@@ -13,6 +13,7 @@ from chat.config import Config
 from chat.protocol import State
 from tests.support import Conn, MemoryServer, memory_server, relaxed_config
 
+
 @pytest.fixture
 def mem(tmp_path: Path) -> MemoryServer:
     """The core's rules, without flood control in the way (tested on its own)."""

@@ -11,6 +11,7 @@ raises nor loses sync with the connection.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import shutil
 import sqlite3
@@ -39,7 +40,7 @@ MESSAGE = re.compile(r"<([^>]+)> m(\d+)\b")
 
 def chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 class ChatMachine(RuleBasedStateMachine):
