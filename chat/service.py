@@ -10,12 +10,12 @@ failure never stops a broadcast.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import quote
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
 from chat import events as ev
@@ -87,7 +87,22 @@ class ChatService:
 
     def reply(self, peer: Peer, event: ev.Event, viewer: str | None = None) -> None:
         """Render ``event`` for one connection and send it."""
+        if self._batch:
+            # Broadcasts already made reach everyone before any later reply.
+            self.flush_broadcasts()
         peer.send(self.renderers[peer.mode].render(event, viewer))
+
+    # Broadcasts made in one reactor turn are delivered together at the end of
+    # it: each recipient gets one write holding every line of the turn, and
+    # those bytes are built once per mode and shared by all recipients (the
+    # per-recipient ``transport.write`` was the hot spot, see bench/README.md).
+    # Order per connection is kept: a reply first delivers the pending
+    # broadcasts, and a join or leave starts a new batch, so a batch goes to
+    # the users registered when it began. On a test clock (no reactor) every
+    # broadcast is delivered at once.
+    _batch: list[tuple[ev.Event, User | None]] | None = None
+    _batch_users: list[User] | None = None
+    _coalesce: bool | None = None
 
     def broadcast(self, event: ev.Event, origin: User | None = None) -> None:
         """Send a chat event to every registered user, encoding once per mode.
@@ -95,22 +110,64 @@ class ChatService:
         ``origin`` (the user who caused it) hears it back only if their mode
         echoes a user's own lines.
         """
-        encoded: dict[str, bytes] = {}
+        if self._coalesce is None:
+            self._coalesce = IReactorCore.providedBy(self.clock)
+        if not self._coalesce:
+            self._deliver([(event, origin)], self.registry)
+            return
+        if self._batch and isinstance(event, (ev.Join, ev.Leave)):
+            self.flush_broadcasts()
+        if not self._batch:
+            self._batch = []
+            self._batch_users = list(self.registry)
+            self.clock.callLater(0, self.flush_broadcasts)
+        self._batch.append((event, origin))
+
+    def flush_broadcasts(self) -> None:
+        """Deliver the broadcasts of this turn now (idempotent)."""
+        batch, users = self._batch, self._batch_users
+        self._batch = self._batch_users = None
+        if batch and users is not None:
+            self._deliver(batch, users)
+
+    def _deliver(self, batch: list[tuple[ev.Event, User | None]], users: Iterable[User]) -> None:
         renderers = self.renderers
-        for user in self.registry:
+        rendered: dict[str, list[bytes]] = {}  # mode -> one rendering per event
+        joined: dict[str, bytes] = {}  # mode -> all of them, as one write
+        origins = {o for _, o in batch if o is not None}
+
+        def lines(mode: str) -> list[bytes]:
+            out = rendered.get(mode)
+            if out is None:
+                out = rendered[mode] = []
+                for event, _ in batch:
+                    try:
+                        out.append(renderers[mode].render(event))
+                    except Exception:
+                        self.log.failure("Rendering {type} failed", type=event.type)
+                        out.append(b"")
+            return out
+
+        for user in users:
             peer = user.peer
             mode = peer.mode
-            if user is origin and not renderers[mode].echo_own:
+            if user in origins and not renderers[mode].echo_own:
+                data = b"".join(
+                    b for b, (_, o) in zip(lines(mode), batch, strict=True) if o is not user
+                )
+            else:
+                data = joined.get(mode)  # type: ignore[assignment]
+                if data is None:
+                    data = joined[mode] = b"".join(lines(mode))
+            if not data:
                 continue
-            data = encoded.get(mode)
-            if data is None:
-                data = encoded[mode] = renderers[mode].render(event)
             try:
                 peer.send(data)
             except Exception:
                 self.log.failure("Delivery to {name} failed", name=for_log(user.name))
-        for observer in self.observers:
-            observer(event)
+        for event, _ in batch:
+            for observer in self.observers:
+                observer(event)
 
     def _chat_event(self, cls: type[ev.Event], *args: object) -> ev.Event:
         return cls(self.store.next_id(), self.clock.seconds(), *args)  # type: ignore[call-arg]

@@ -1,0 +1,1 @@
+"""The lanchat benchmark: ``python -m bench [--quick|--smoke]`` (see README.md)."""

@@ -1,0 +1,817 @@
+"""The benchmark runner: lanchat next to ngIRCd, on loopback, in one run.
+
+``python -m bench`` (full, ~5-10 minutes), ``python -m bench --quick`` (~1-2
+minutes) and ``python -m bench --smoke`` (seconds; what CI runs). Every
+server is started here on a free loopback port with a fresh data directory;
+the load comes from ``bench/loadgen.py`` in a separate process; CPU and memory
+are read from ``/proc``. The results are a table and one JSON line.
+See bench/README.md for what is measured and the results of a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import fcntl
+import json
+import os
+import platform
+import pty
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+NGIRCD = shutil.which("ngircd") or (
+    "/usr/sbin/ngircd" if os.path.exists("/usr/sbin/ngircd") else None
+)
+GIB = 1024**3
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def raise_nofile() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+# --- servers ------------------------------------------------------------------
+
+
+def bench_limits(upload_size: int) -> dict[str, Any]:
+    """[limits] for the throughput runs: only keys that ``LimitSettings`` has.
+
+    Flood control and per-address connection caps are being added to
+    ``LimitSettings`` by another change; whatever such keys exist when this
+    runs are raised (every bench client comes from 127.0.0.1).
+    """
+    sys.path.insert(0, str(REPO))
+    from chat.config import LimitSettings
+
+    out: dict[str, Any] = {}
+    raise_words = (
+        "flood",
+        "burst",
+        "rate",
+        "per_second",
+        "lines_per",
+        "messages_per",
+        "queue",
+        "sendq",
+        "send_buffer",
+        "output",
+        "backlog",
+        "connections",
+        "per_address",
+        "per_peer",
+        "per_ip",
+        "clients",
+        "max_users",
+    )
+    keep_words = ("delay", "penalty", "interval", "timeout", "seconds")
+    for f in dataclasses.fields(LimitSettings):
+        default = f.default
+        name = f.name
+        if name == "registration_timeout":
+            out[name] = 600.0
+        elif name in ("ping_interval", "ping_timeout"):
+            out[name] = 3600.0  # idle bench clients do not answer pings
+        elif name == "exempt_addresses":
+            out[name] = ["127.0.0.1"]
+        elif name == "max_upload_bytes":
+            out[name] = max(int(default), upload_size, 2 * GIB)
+        elif name in ("max_line_bytes", "disk_margin_bytes", "user_quota_bytes"):
+            continue
+        elif any(w in name for w in keep_words):
+            continue
+        elif any(w in name for w in raise_words):
+            if isinstance(default, bool):
+                if "enabled" in name or name.endswith("flood") or "kick" in name:
+                    out[name] = False
+            elif isinstance(default, int):
+                out[name] = max(default, 10**9)
+            elif isinstance(default, float):
+                out[name] = max(default, 1e9)
+    return out
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (str, list)):
+        return json.dumps(v)
+    return repr(v)
+
+
+class Server:
+    """One server process (ours, ngIRCd or a sink) on a loopback port."""
+
+    def __init__(
+        self, name: str, args: list[str], port: int, *, tty: bool = False, cwd: str | None = None
+    ) -> None:
+        self.name = name
+        self.port = port
+        self._pty_master: int | None = None
+        self._drain: threading.Thread | None = None
+        self.tty_bytes = 0
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if tty:
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+            env["TERM"] = env.get("TERM") or "xterm-256color"
+            if env["TERM"] == "dumb":
+                env["TERM"] = "xterm-256color"
+            env["COLUMNS"], env["LINES"] = "120", "40"
+            self.proc = subprocess.Popen(
+                args,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+            os.close(slave)
+            self._pty_master = master
+            self._drain = threading.Thread(target=self._drain_pty, daemon=True)
+            self._drain.start()
+        else:
+            self.errfile = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=self.errfile,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+            )
+        try:
+            wait_port(port, self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{name} did not start: {self.output()[-2000:]}") from None
+
+    def _drain_pty(self) -> None:
+        assert self._pty_master is not None
+        while True:
+            try:
+                data = os.read(self._pty_master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.tty_bytes += len(data)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        if self._pty_master is not None:
+            return ""
+        self.errfile.seek(0)
+        return self.errfile.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._pty_master is not None:
+            try:
+                os.close(self._pty_master)
+            except OSError:
+                pass
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.root = Path(tempfile.mkdtemp(prefix="lanchat-bench-", dir=args.tmp))
+        self.results: dict[str, Any] = {}
+        self.config_limits: dict[str, Any] = {}
+
+    # servers
+
+    def lanchat(self, *, console: bool = False, tag: str = "") -> Server:
+        data = Path(tempfile.mkdtemp(prefix=f"data{tag}-", dir=self.root))
+        self.config_limits = bench_limits(self.args.upload_size)
+        cfg = data.parent / f"bench{tag}.toml"
+        lines = ["[limits]"] + [f"{k} = {toml_value(v)}" for k, v in self.config_limits.items()]
+        cfg.write_text("\n".join(lines) + "\n")
+        port = free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "chat",
+            "--listen",
+            f"tcp:{port}:backlog=4096:interface=127.0.0.1",
+            "--no-http",
+            "--data-dir",
+            str(data),
+            "--config",
+            str(cfg),
+        ]
+        if not console:
+            args.insert(3, "--no-console")
+        s = Server("lanchat", args, port, tty=console, cwd=str(REPO))
+        s.data_dir = data  # type: ignore[attr-defined]
+        return s
+
+    def ngircd(self) -> Server | None:
+        if NGIRCD is None:
+            return None
+        d = Path(tempfile.mkdtemp(prefix="ngircd-", dir=self.root))
+        port = free_port()
+        (d / "motd").write_text("bench\n")
+        (d / "ngircd.conf").write_text(
+            f"""[Global]
+Name = bench.local
+Info = lanchat benchmark reference
+Listen = 127.0.0.1
+Ports = {port}
+MotdFile = {d}/motd
+PidFile = {d}/ngircd.pid
+ServerUID = {os.getuid()}
+ServerGID = {os.getgid()}
+
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxNickLength = 16
+MaxPenaltyTime = 0
+PingTimeout = 3600
+PongTimeout = 3600
+IdleTimeout = 0
+
+[Options]
+DNS = no
+Ident = no
+PAM = no
+# Relaxed flood protection for every client (also a larger send queue):
+DefaultUserModes = F
+"""
+        )
+        return Server("ngircd", [NGIRCD, "-n", "-f", str(d / "ngircd.conf")], port)
+
+    def sink(self, mode: str, directory: Path | None = None, size: int = 0) -> Server:
+        port = free_port()
+        args = [sys.executable, str(HERE / "sink.py"), mode, "--port", str(port)]
+        if directory is not None:
+            args += ["--dir", str(directory), "--size", str(size)]
+        return Server(f"sink-{mode}", args, port)
+
+    # the generator
+
+    def gen(self, spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+        p = subprocess.run(
+            [sys.executable, str(HERE / "loadgen.py"), json.dumps(spec)],
+            capture_output=True,
+            timeout=timeout,
+            cwd=str(REPO),
+        )
+        out = p.stdout.decode().strip().splitlines()
+        if p.returncode != 0 or not out:
+            raise RuntimeError(
+                f"loadgen {spec['task']} failed ({p.returncode}): {p.stderr.decode()[-3000:]}"
+            )
+        return json.loads(out[-1])
+
+    # sections
+
+    def fanout(self, target: str, n: int, rounds: int, console: bool = False) -> dict[str, Any]:
+        a = self.args
+        srv = self._start(target, console=console)
+        if srv is None:
+            return {}
+        try:
+            dialect = {"lanchat": "lanchat", "ngircd": "irc", "relay": "raw"}[target]
+            r = self.gen(
+                {
+                    "task": "fanout",
+                    "port": srv.port,
+                    "pid": srv.pid,
+                    "dialect": dialect,
+                    "n": n,
+                    "senders": a.senders,
+                    "messages": a.messages,
+                    "rounds": rounds,
+                }
+            )
+        finally:
+            srv.stop()
+        log(
+            f"fanout {target}{' +console' if console else ''} N={n}: "
+            f"{r['deliveries_per_s']:,} deliveries/s, "
+            f"{r['server_cpu_us_per_delivery']} us/delivery, p50 {_ms(r['latency_ms_p50'])} "
+            f"p99 {_ms(r['latency_ms_p99'])}, lost {r['lost']} dup {r['duplicated']} "
+            f"reordered {r['reordered']}, peak RSS {r['server_peak_rss_kib']} KiB"
+        )
+        return r
+
+    def _start(self, target: str, console: bool = False) -> Server | None:
+        if target == "lanchat":
+            return self.lanchat(console=console, tag="-console" if console else "")
+        if target == "ngircd":
+            return self.ngircd()
+        return self.sink("relay")
+
+    def light(self, target: str) -> dict[str, Any]:
+        srv = self._start(target)
+        if srv is None:
+            return {}
+        try:
+            r = self.gen(
+                {
+                    "task": "light",
+                    "port": srv.port,
+                    "pid": srv.pid,
+                    "dialect": "irc" if target == "ngircd" else "lanchat",
+                    "n": 10,
+                    "rate": 50,
+                    "seconds": self.args.light_seconds,
+                }
+            )
+        finally:
+            srv.stop()
+        log(
+            f"light {target}: p50 {_ms(r['latency_ms_p50'])} p99 {_ms(r['latency_ms_p99'])} "
+            f"lost {r['lost']}"
+        )
+        return r
+
+    def idle(self, target: str, n: int) -> dict[str, Any]:
+        srv = self._start(target)
+        if srv is None:
+            return {}
+        try:
+            r = self.gen(
+                {
+                    "task": "idle",
+                    "port": srv.port,
+                    "pid": srv.pid,
+                    "dialect": "irc" if target == "ngircd" else "lanchat",
+                    "n": n,
+                }
+            )
+        finally:
+            srv.stop()
+        log(f"idle {target} N={n}: RSS {r['rss_kib']} KiB (setup {r['setup_s']} s)")
+        return r
+
+    def upload(self) -> dict[str, Any]:
+        size = self.args.upload_size
+        srv = self.lanchat(tag="-upload")
+        data = srv.data_dir  # type: ignore[attr-defined]
+        try:
+            ours = self.gen(
+                {
+                    "task": "light+upload",
+                    "port": srv.port,
+                    "pid": srv.pid,
+                    "n": 10,
+                    "rate": 50,
+                    "upload": {
+                        "size": size,
+                        "header": f"uploader\r\n/send bench.bin {size}\r\n",
+                        "reply": "-- Stored",
+                    },
+                }
+            )
+        finally:
+            srv.stop()
+        shutil.rmtree(data / "files", ignore_errors=True)
+        sink = self.sink("file", data, size)
+        try:
+            plain = self.gen(
+                {
+                    "task": "upload",
+                    "port": sink.port,
+                    "pid": sink.pid,
+                    "upload": {"size": size, "reply": "OK"},
+                }
+            )
+        finally:
+            sink.stop()
+        r = {"lanchat": ours, "sink": plain}
+        log(
+            f"upload {size / GIB:.2f} GiB: lanchat {ours['upload_mb_s']} MB/s, "
+            f"plain sink {plain['upload_mb_s']} MB/s; RSS {ours['server_rss_before_kib']} -> "
+            f"{ours['server_rss_peak_kib']} KiB; chat p99 during upload "
+            f"{_ms(ours['latency_ms_p99'])}"
+        )
+        return r
+
+    def console_exists(self) -> bool:
+        return (REPO / "chat" / "console.py").exists()
+
+    def run(self) -> dict[str, Any]:
+        a = self.args
+        res = self.results
+        res["meta"] = {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+            f"{_mem_total()} GiB, Linux {platform.release()}",
+            "python": platform.python_version(),
+            "ngircd": _ngircd_version(),
+            "mode": a.mode,
+            "senders": a.senders,
+            "messages": a.messages,
+            "nofile": raise_nofile(),
+        }
+        res["meta"]["limits_written"] = bench_limits(a.upload_size)
+        log(f"lanchat [limits] for the runs: {res['meta']['limits_written']}")
+        if NGIRCD is None:
+            log(
+                "ngircd is not installed: the ngIRCd columns are skipped. "
+                "Install it with: apt-get install ngircd"
+            )
+        targets = ["lanchat"] + (["ngircd"] if NGIRCD and a.mode != "smoke" else [])
+
+        res["fanout"] = {}
+        for n in a.ns:
+            rounds = a.rounds.get(n, 2)
+            row: dict[str, Any] = {}
+            if a.mode != "smoke":
+                row["relay"] = self.fanout("relay", n, rounds)
+            for t in targets:
+                row[t] = self.fanout(t, n, rounds)
+            res["fanout"][str(n)] = row
+
+        res["light"] = {t: self.light(t) for t in targets}
+
+        if a.mode != "smoke":
+            res["idle"] = {t: {str(n): self.idle(t, n) for n in a.idle_ns} for t in targets}
+            res["upload"] = self.upload()
+            if self.console_exists():
+                n = 1000
+                rounds = a.rounds.get(n, 3)
+                res["console"] = {
+                    "no_console": self.fanout("lanchat", n, rounds),
+                    "console": self.fanout("lanchat", n, rounds, console=True),
+                }
+            else:
+                res["console"] = {"skipped": "chat/console.py does not exist yet"}
+                log("console section skipped: chat/console.py does not exist yet")
+        return res
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        kb = int(f.readline().split()[1])
+    return round(kb / 1024**2)
+
+
+def _ngircd_version() -> str | None:
+    if NGIRCD is None:
+        return None
+    try:
+        out = subprocess.run([NGIRCD, "--version"], capture_output=True, timeout=5).stdout
+        return out.decode().splitlines()[0]
+    except Exception:
+        return "unknown"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} ms"
+
+
+# --- the report ------------------------------------------------------------------
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b in (None, 0):
+        return None
+    return round(a / b, 2)
+
+
+def summary(res: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures, ratios and targets."""
+    s: dict[str, Any] = {}
+    for n, row in res.get("fanout", {}).items():
+        ours, ng, relay = row.get("lanchat", {}), row.get("ngircd", {}), row.get("relay", {})
+        s[f"fanout_{n}"] = {
+            "deliveries_per_s": ours.get("deliveries_per_s"),
+            "ngircd_deliveries_per_s": ng.get("deliveries_per_s"),
+            "generator_ceiling_per_s": relay.get("deliveries_per_s"),
+            "cpu_us_per_delivery": ours.get("server_cpu_us_per_delivery"),
+            "ngircd_cpu_us_per_delivery": ng.get("server_cpu_us_per_delivery"),
+            "cpu_ratio": _ratio(
+                ours.get("server_cpu_us_per_delivery"), ng.get("server_cpu_us_per_delivery")
+            ),
+            "throughput_ratio": _ratio(ours.get("deliveries_per_s"), ng.get("deliveries_per_s")),
+            "p50_ms": ours.get("latency_ms_p50"),
+            "p99_ms": ours.get("latency_ms_p99"),
+            "ngircd_p99_ms": ng.get("latency_ms_p99"),
+            "lost_dup_reordered": [ours.get("lost"), ours.get("duplicated"), ours.get("reordered")],
+            "peak_rss_kib": ours.get("server_peak_rss_kib"),
+            "ngircd_peak_rss_kib": ng.get("server_peak_rss_kib"),
+        }
+    light = res.get("light", {})
+    s["light"] = {
+        "p50_ms": light.get("lanchat", {}).get("latency_ms_p50"),
+        "p99_ms": light.get("lanchat", {}).get("latency_ms_p99"),
+        "ngircd_p50_ms": light.get("ngircd", {}).get("latency_ms_p50"),
+        "ngircd_p99_ms": light.get("ngircd", {}).get("latency_ms_p99"),
+        "lost": light.get("lanchat", {}).get("lost"),
+    }
+    for t, rows in res.get("idle", {}).items():
+        ns = sorted(int(k) for k in rows)
+        base = rows.get("0", {}).get("rss_kib")
+        per = {}
+        for n in ns:
+            if n and base is not None:
+                per[str(n)] = round((rows[str(n)]["rss_kib"] - base) / n, 2)
+        s[f"idle_{t}"] = {
+            "rss_kib": {str(n): rows[str(n)]["rss_kib"] for n in ns},
+            "kib_per_client": per,
+        }
+    up = res.get("upload")
+    if up:
+        o, p = up["lanchat"], up["sink"]
+        s["upload"] = {
+            "mb_s": o["upload_mb_s"],
+            "sink_mb_s": p["upload_mb_s"],
+            "ratio": _ratio(o["upload_mb_s"], p["upload_mb_s"]),
+            "rss_before_kib": o["server_rss_before_kib"],
+            "rss_peak_kib": o["server_rss_peak_kib"],
+            "rss_growth_mib": round(
+                (o["server_rss_peak_kib"] - o["server_rss_before_kib"]) / 1024, 1
+            ),
+            "chat_p50_ms": o["latency_ms_p50"],
+            "chat_p99_ms": o["latency_ms_p99"],
+            "chat_lost": o["lost"],
+        }
+    con = res.get("console")
+    if con and "skipped" not in con:
+        a, b = con["no_console"].get("deliveries_per_s"), con["console"].get("deliveries_per_s")
+        s["console"] = {
+            "no_console_per_s": a,
+            "console_per_s": b,
+            "cost_pct": round(100 * (1 - b / a), 1) if a and b else None,
+        }
+    elif con:
+        s["console"] = con
+    return s
+
+
+def targets(s: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met?) for the issue's targets."""
+    out: list[tuple[str, str, bool | None]] = []
+    f = s.get("fanout_1000")
+    if f:
+        cr = f.get("cpu_ratio")
+        out.append(
+            ("N=1000 CPU/delivery <= 1.5x ngIRCd", f"{cr}x", None if cr is None else cr <= 1.5)
+        )
+        d = f.get("deliveries_per_s")
+        out.append(("N=1000 >= 1 M deliveries/s", f"{d:,}" if d else "-", bool(d and d >= 1e6)))
+    for k, v in s.items():
+        if k.startswith("fanout_"):
+            ldr = v["lost_dup_reordered"]
+            out.append((f"{k} nothing lost/dup/reordered", str(ldr), ldr == [0, 0, 0]))
+    f5 = s.get("fanout_5000")
+    if f5:
+        cr = f5.get("cpu_ratio")
+        out.append(
+            (
+                "N=5000 holds (CPU/delivery <= 1.5x ngIRCd)",
+                f"{cr}x",
+                None if cr is None else cr <= 1.5,
+            )
+        )
+    lp = s.get("light", {}).get("p99_ms")
+    if lp is not None:
+        out.append(("light-load p99 <= 2 ms", f"{lp:.2f} ms", lp <= 2))
+    up = s.get("upload")
+    if up:
+        out.append(
+            (
+                "chat p99 during upload <= 5 ms",
+                f"{up['chat_p99_ms']:.2f} ms",
+                up["chat_p99_ms"] <= 5,
+            )
+        )
+        out.append(("upload >= 80% of plain sink", f"{up['ratio']:.0%}", up["ratio"] >= 0.8))
+        out.append(
+            (
+                "RSS growth during upload < 8 MiB",
+                f"{up['rss_growth_mib']} MiB",
+                up["rss_growth_mib"] < 8,
+            )
+        )
+    idle = s.get("idle_lanchat", {}).get("kib_per_client", {})
+    if idle:
+        k = max(idle, key=int)
+        out.append((f"idle memory <= 5 KiB/client (N={k})", f"{idle[k]} KiB", idle[k] <= 5))
+    con = s.get("console", {})
+    if con.get("cost_pct") is not None:
+        out.append(
+            ("console <= 5% of fan-out throughput", f"{con['cost_pct']}%", con["cost_pct"] <= 5)
+        )
+    return out
+
+
+def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
+    """A Markdown table of the run (printed, and pasted into bench/README.md)."""
+    L: list[str] = []
+    m = res["meta"]
+    L.append(
+        f"Run: {m['date']} on {m['machine']}; Python {m['python']}; {m['ngircd'] or 'no ngIRCd'}; "
+        f"mode {m['mode']}; {m['senders']} senders x {m['messages']} messages per round"
+    )
+    L.append("")
+    L.append(
+        "| fan-out | N | deliveries/s | CPU us/delivery | p50 ms | p99 ms | lost/dup/reord "
+        "| peak RSS MiB |"
+    )
+    L.append("|---|---:|---:|---:|---:|---:|---|---:|")
+    for n, row in res.get("fanout", {}).items():
+        for t in ("relay", "lanchat", "ngircd"):
+            r = row.get(t)
+            if not r:
+                continue
+            name = {
+                "relay": "generator ceiling (relay)",
+                "lanchat": "**lanchat**",
+                "ngircd": "ngIRCd",
+            }[t]
+            cpu = r.get("server_cpu_us_per_delivery")
+            L.append(
+                f"| {name} | {n} | {r['deliveries_per_s']:,} | {cpu} | "
+                f"{_f(r['latency_ms_p50'])} | {_f(r['latency_ms_p99'])} | "
+                f"{r['lost']}/{r['duplicated']}/{r['reordered']} | "
+                f"{_f((r.get('server_peak_rss_kib') or 0) / 1024, 1)} |"
+            )
+    L.append("")
+    L.append("| other | lanchat | ngIRCd | ratio |")
+    L.append("|---|---:|---:|---:|")
+    for n, v in s.items():
+        if n.startswith("fanout_") and v.get("cpu_ratio") is not None:
+            L.append(
+                f"| fan-out N={n[7:]}: CPU/delivery, deliveries/s | "
+                f"{v['cpu_us_per_delivery']} us, {v['deliveries_per_s']:,}/s | "
+                f"{v['ngircd_cpu_us_per_delivery']} us, {v['ngircd_deliveries_per_s']:,}/s | "
+                f"{v['cpu_ratio']}x CPU, {v['throughput_ratio']}x rate |"
+            )
+    li = s.get("light", {})
+    if li.get("p99_ms") is not None:
+        L.append(
+            f"| light load 10 x 50 msg/s: p50 / p99 | {_f(li['p50_ms'])} / {_f(li['p99_ms'])} ms | "
+            f"{_f(li['ngircd_p50_ms'])} / {_f(li['ngircd_p99_ms'])} ms | "
+            f"{_ratio(li['p99_ms'], li['ngircd_p99_ms'])}x p99 |"
+        )
+    il, ig = s.get("idle_lanchat"), s.get("idle_ngircd")
+    if il:
+        k = max(il["kib_per_client"], key=int) if il["kib_per_client"] else None
+        if k:
+            ng = ig["kib_per_client"].get(k) if ig else None
+            rss = ", ".join(f"{n}: {v / 1024:.1f}" for n, v in il["rss_kib"].items())
+            rssg = (
+                ", ".join(f"{n}: {v / 1024:.1f}" for n, v in ig["rss_kib"].items()) if ig else "-"
+            )
+            L.append(f"| idle RSS MiB by clients | {rss} | {rssg} | |")
+            L.append(
+                f"| idle KiB per registered client (N={k}) | {il['kib_per_client'][k]} | "
+                f"{_f(ng)} | {_ratio(il['kib_per_client'][k], ng)}x |"
+            )
+    up = s.get("upload")
+    if up:
+        L.append(
+            f"| upload {res['upload']['lanchat']['upload_bytes'] / GIB:.2f} GiB MB/s "
+            f"(vs plain TCP sink) | {up['mb_s']} | sink {up['sink_mb_s']} | {up['ratio']:.0%} |"
+        )
+        L.append(
+            f"| server RSS before / peak during upload | {up['rss_before_kib'] / 1024:.1f} / "
+            f"{up['rss_peak_kib'] / 1024:.1f} MiB (+{up['rss_growth_mib']}) | | |"
+        )
+        L.append(
+            f"| chat p50 / p99 during upload (10 x 50 msg/s) | {_f(up['chat_p50_ms'])} / "
+            f"{_f(up['chat_p99_ms'])} ms | | |"
+        )
+    con = s.get("console")
+    if con:
+        if "skipped" in con:
+            L.append(f"| console | skipped: {con['skipped']} | | |")
+        else:
+            L.append(
+                f"| fan-out N=1000 with console vs --no-console | {con['console_per_s']:,} vs "
+                f"{con['no_console_per_s']:,}/s ({con['cost_pct']}% cost) | | |"
+            )
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for name, val, ok in targets(s):
+        L.append(f"| {name} | {val} | {'yes' if ok else ('?' if ok is None else '**no**')} |")
+    return "\n".join(L)
+
+
+def _f(v: float | None, nd: int = 2) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+MODES: dict[str, dict[str, Any]] = {
+    "full": {
+        "ns": [100, 1000, 5000],
+        "rounds": {100: 40, 1000: 6, 5000: 2},
+        "idle_ns": [0, 1000, 10000],
+        "upload_size": GIB,
+        "light_seconds": 5.0,
+    },
+    "quick": {
+        "ns": [100, 1000],
+        "rounds": {100: 10, 1000: 3},
+        "idle_ns": [0, 1000],
+        "upload_size": 256 * 1024**2,
+        "light_seconds": 2.0,
+    },
+    "smoke": {"ns": [20], "rounds": {20: 2}, "idle_ns": [], "upload_size": 0, "light_seconds": 0.5},
+}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_const", dest="mode", const="quick")
+    g.add_argument("--smoke", action="store_const", dest="mode", const="smoke")
+    p.add_argument("--senders", type=int, default=10)
+    p.add_argument("--messages", type=int, default=50)
+    p.add_argument("--tmp", default=None, help="where data directories go (default: $TMPDIR)")
+    p.add_argument("--json-out", help="also write the JSON result to this file")
+    a = p.parse_args(argv)
+    a.mode = a.mode or "full"
+    for k, v in MODES[a.mode].items():
+        setattr(a, k, v)
+    if a.mode == "smoke":
+        a.senders, a.messages = min(a.senders, 3), min(a.messages, 20)
+    return a
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    a = parse(argv)
+    raise_nofile()
+    b = Bench(a)
+    t0 = time.monotonic()
+    try:
+        res = b.run()
+    finally:
+        b.cleanup()
+    res["meta"]["wall_s"] = round(time.monotonic() - t0, 1)
+    res["summary"] = summary(res)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    res = run(argv)
+    print(render_table(res, res["summary"]))
+    print()
+    line = json.dumps(res, separators=(",", ":"))
+    print(line)
+    a = parse(argv)
+    if a.json_out:
+        Path(a.json_out).write_text(line + "\n")
+    return 0
