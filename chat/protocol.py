@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
@@ -153,7 +154,7 @@ class ChatProtocol(LineReceiver):
         # Above the soft limit the transport pauses us: commands wait for the
         # client to read (so /history in a loop cannot amplify).
         self.transport.bufferSize = self.limits.send_queue_soft_bytes
-        self.transport.registerProducer(_OutputWatch(self), True)
+        self._watch_output()
         self._timeout = self.factory.clock.callLater(
             self.limits.registration_timeout, self._registration_expired
         )
@@ -292,13 +293,21 @@ class ChatProtocol(LineReceiver):
             self._cut = True
             self.factory.clock.callLater(0, self.drop, "send queue exceeded", abort=True)
 
+    def _watch_output(self) -> None:
+        # Over TLS a registered producer stalls the handshake (seen with
+        # Twisted 26.10), so there the queue is checked on every write.
+        if ISSLTransport.providedBy(self.transport):
+            self._over_soft_limit = True
+        else:
+            self.transport.registerProducer(_OutputWatch(self), True)
+
     def queued_bytes(self) -> int:
         """Bytes written for this client that it has not read yet."""
         return queued(self.transport) + self._held_bytes
 
     def output_paused(self, paused: bool) -> None:
         """The transport's buffer went over (or back under) the soft limit."""
-        self._over_soft_limit = paused
+        self._over_soft_limit = paused or ISSLTransport.providedBy(self.transport)
         if paused:
             self.hold("output")
         else:
@@ -782,7 +791,7 @@ class ChatProtocol(LineReceiver):
         held, self._held = self._held, []
         self._held_bytes = 0
         if self.state is not State.CLOSED:
-            self.transport.registerProducer(_OutputWatch(self), True)
+            self._watch_output()
             self.transport.writeSequence(held)
         if self._queued_downloads and self.state is not State.CLOSED:
             self._download(*self._queued_downloads.pop(0))

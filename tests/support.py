@@ -187,8 +187,7 @@ class RealServer:
     def _read_log(self, timeout: float) -> bool:
         assert self.proc.stderr is not None
         fd = self.proc.stderr.fileno()
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
+        if not readable(fd, timeout):
             return False
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -327,3 +326,13 @@ def kill_quietly(server: RealServer) -> None:
     if server.proc.poll() is None:
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
+    for pipe in (server.proc.stdout, server.proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def readable(fd: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``fd`` to be readable (any fd number)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0.0, timeout) * 1000))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import socket
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import DEADLINE, LineClient, RealServer, kill_quietly
+from tests.support import DEADLINE, LineClient, RealServer, kill_quietly, readable
 
 
 def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = DEADLINE) -> bytes:
@@ -25,8 +24,7 @@ def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = DE
     end = time.monotonic() + timeout
     while needle not in data:
         left = end - time.monotonic()
-        ready, _, _ = select.select([fd], [], [], max(0.0, left))
-        if not ready:
+        if not readable(fd, left):
             raise AssertionError(f"{needle!r} not seen; got {data!r}")
         chunk = os.read(fd, 65536)
         if not chunk:

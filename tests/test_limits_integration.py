@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import select
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import DEADLINE, LineClient, RealServer, kill_quietly
+from tests.support import DEADLINE, LineClient, RealServer, kill_quietly, readable
 
 
 def limited_server(tmp_path: Path, toml: str, **kw: object) -> RealServer:
@@ -137,7 +136,7 @@ class BlackHole:
         peers = {client: upstream, upstream: client}
         deadline = time.monotonic() + 60
         while not self.stop and time.monotonic() < deadline:
-            ready, _, _ = select.select(list(peers), [], [], 0.1)
+            ready = [s for s in peers if readable(s.fileno(), 0.05)]
             if not self.forwarding:
                 continue  # hold everything; neither end hears a thing
             for s in ready:

@@ -1,7 +1,7 @@
 """Pytest side of the TUI tests: a handle on one ``tests/tui_driver.py`` process.
 
 ``TuiDriver`` sends the driver one JSON command per line and reads the answer
-with a deadline (``select``, never a sleep). ``wait(...)`` returns the
+with a deadline (``poll``, never a sleep). ``wait(...)`` returns the
 client's snapshot once the condition holds and fails the test with the last
 snapshot when it does not.
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.support import readable
 
 DRIVER = Path(__file__).with_name("tui_driver.py")
 DEADLINE = 15.0
@@ -46,7 +47,7 @@ class TuiDriver:
         end = time.monotonic() + timeout
         while b"\n" not in self.buf:
             left = end - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not readable(fd, left):
                 raise AssertionError(f"driver did not answer within {timeout}s: {self.stderr()}")
             chunk = os.read(fd, 65536)
             if not chunk:
