@@ -195,26 +195,31 @@ class Generator:
             if first:
                 c.transport.write(first)
             await asyncio.wait_for(fut, 120)
-        if self.dialect == "irc":
+        if self.dialect == "irc" and self.spec.get("join", True):
             fut = c.wait_for(b" 366 ")
             c.transport.write(b"JOIN #bench\r\n")
             await asyncio.wait_for(fut, 120)
         return c
 
     async def connect(self, n: int) -> None:
-        # ngIRCd listens with a short backlog: a connect burst overflows its
+        """Connect and register ``n`` more clients, ``connect_concurrency`` at a time."""
+        # ngIRCd listens with a backlog of 10: a connect burst overflows its
         # accept queue and the dropped handshakes take ~100 s to recover.
-        batch = int(self.spec.get("connect_batch", 8 if self.dialect == "irc" else 200))
+        limit = int(self.spec.get("connect_concurrency", 8 if self.dialect == "irc" else 200))
+        sem = asyncio.Semaphore(limit)
+
+        async def one(i: int) -> Client:
+            async with sem:
+                return await self._connect_one(i)
+
         start = len(self.clients)
-        for lo in range(start, start + n, batch):
-            hi = min(start + n, lo + batch)
-            got = await asyncio.gather(*(self._connect_one(i) for i in range(lo, hi)))
-            self.clients.extend(got)
+        got = await asyncio.gather(*(one(i) for i in range(start, start + n)))
+        self.clients.extend(got)
         await self.barrier()
 
     async def barrier(self, timeout: float = 60) -> None:
         """Everything sent before now has reached every client."""
-        if len(self.clients) < 2:
+        if len(self.clients) < 2 or not self.spec.get("join", True):
             await asyncio.sleep(0.05)
             return
         self._sync += 1
@@ -390,7 +395,21 @@ class Generator:
         extra: dict[str, Any] = {}
         if upload is not None:
             await asyncio.sleep(0.3)
-            extra = await self.upload(upload)
+            # The upload comes from its own process, so that pushing a GiB
+            # cannot delay these clients' lines in this one.
+            spec = {"task": "upload", "port": self.port, "pid": self.pid, "upload": upload}
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                os.path.abspath(__file__),
+                json.dumps(spec),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"upload process failed ({proc.returncode})")
+            extra = json.loads(out.decode().strip().splitlines()[-1])
+            for k in ("loop", "task", "dialect"):
+                extra.pop(k, None)
         else:
             await asyncio.sleep(float(sp.get("seconds", 3)))
         stop.set()

@@ -341,6 +341,8 @@ DefaultUserModes = F
             )
         finally:
             srv.stop()
+        if console:
+            r["console_tty_bytes"] = srv.tty_bytes  # what the console drew meanwhile
         log(
             f"fanout {target}{' +console' if console else ''} N={n}: "
             f"{r['deliveries_per_s']:,} deliveries/s, "
@@ -393,6 +395,9 @@ DefaultUserModes = F
                     "pid": srv.pid,
                     "dialect": "irc" if target == "ngircd" else "lanchat",
                     "n": n,
+                    # IRC clients are registered (001) but join no channel: a
+                    # 10 000-member JOIN storm takes ngIRCd many minutes here.
+                    "join": False,
                 }
             )
         finally:
