@@ -20,6 +20,8 @@ class TokenBucket:
     left); ``wait`` says how long until one whole token is back.
     """
 
+    __slots__ = ("_at", "_clock", "_level", "burst", "rate")
+
     def __init__(self, clock: IReactorTime, burst: float, rate: float) -> None:
         self._clock = clock
         self.burst = burst

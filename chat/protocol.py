@@ -83,6 +83,9 @@ ALLOWED: dict[State, frozenset[str]] = {
     State.ATTACHED: frozenset({"help", "send", "get", "files", "quit", "pong"}),
 }
 
+#: Read size while an upload streams in (Twisted reads ``bufferSize`` at a time).
+RAW_READ_BYTES = 256 * 1024
+
 _SEND_HEADER = re.compile(rb"(?:^|\n)/send [^\n]*\n?", re.IGNORECASE)
 _HTTP_REQUEST = re.compile(r"[A-Z]{3,7} \S+ HTTP/\d\.\d")
 
@@ -98,6 +101,39 @@ class ChatProtocol(LineReceiver):
 
     delimiter = b"\n"
     log = Logger()
+    # Thousands of these live at once: slots keep each one small.
+    __slots__ = (
+        "_after_raw",
+        "_cut",
+        "_discarding",
+        "_downloading",
+        "_finishing",
+        "_flood",
+        "_flood_call",
+        "_held",
+        "_held_bytes",
+        "_holds",
+        "_last_input",
+        "_liveness_call",
+        "_nicks",
+        "_over_soft_limit",
+        "_ping_sent_at",
+        "_prereg_bytes",
+        "_prereg_lines",
+        "_queued_downloads",
+        "_raw_left",
+        "_sink",
+        "_stall_call",
+        "_timeout",
+        "address",
+        "host",
+        "limit",
+        "limits",
+        "mode",
+        "service",
+        "state",
+        "user",
+    )
 
     def __init__(self, factory: ChatFactory) -> None:
         self.factory = factory
@@ -130,13 +166,12 @@ class ChatProtocol(LineReceiver):
         self._sink: Sink | None = None
         self._raw_left = 0
         self._after_raw = State.CHAT
-        self._send_request_name = ""
         # downloads: chat lines wait while file bytes are on the wire
         self._downloading = False
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._queued_downloads: list[tuple[ev.FileInfo, int]] = []
-        self._holds: set[str] = set()
+        self._holds: frozenset[str] = frozenset()
         #: Uploads whose last byte is in, being checked and stored.
         self._finishing: list[defer.Deferred[Any]] = []
 
@@ -158,7 +193,7 @@ class ChatProtocol(LineReceiver):
         self._timeout = self.factory.clock.callLater(
             self.limits.registration_timeout, self._registration_expired
         )
-        self._schedule_liveness(self.limits.ping_interval)
+        self._start_liveness()
         self.reply(ev.Info(self.factory.config.server.banner))
         self.reply(ev.Prompt(PROMPT))
 
@@ -241,13 +276,18 @@ class ChatProtocol(LineReceiver):
 
     # --- liveness: pings for JSON connections, the optional idle limit ---
 
+    def _start_liveness(self) -> None:
+        """Watch for silence where it matters: JSON pings, or a configured idle limit."""
+        if self._liveness_call is None and (self.mode == "json" or self.limits.idle_timeout):
+            self._schedule_liveness(self.limits.ping_interval)
+
     def _schedule_liveness(self, delay: float) -> None:
         if delay > 0:
             self._liveness_call = self.factory.clock.callLater(delay, self._check_liveness)
 
     def _check_liveness(self) -> None:
         self._liveness_call = None
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED or not (self.mode == "json" or self.limits.idle_timeout):
             return
         now = self.factory.clock.seconds()
         silent = now - self._last_input
@@ -526,6 +566,7 @@ class ChatProtocol(LineReceiver):
             self.error("usage", "Usage: /proto text|json", "proto")
             return
         self.mode = mode
+        self._start_liveness()
         self.reply(ev.Proto(mode))
         if self.state is State.REGISTER:
             self.reply(ev.Prompt(PROMPT))
@@ -595,6 +636,7 @@ class ChatProtocol(LineReceiver):
         self.user = owner
         owner.attachments.add(self)
         self.mode = "json"
+        self._start_liveness()
         self.state = State.ATTACHED
         self.reply(ev.Attached(owner.name))
 
@@ -658,6 +700,8 @@ class ChatProtocol(LineReceiver):
             self._stall_call = self.factory.clock.callLater(
                 self.limits.upload_stall_timeout, self._upload_stalled
             )
+            # Bigger reads while a file streams in: fewer, larger hand-offs.
+            self.transport.bufferSize = max(RAW_READ_BYTES, self.limits.send_queue_soft_bytes)
             self.setRawMode()
 
     def _upload_stalled(self) -> None:
@@ -692,6 +736,7 @@ class ChatProtocol(LineReceiver):
         if self._stall_call is not None and self._stall_call.active():
             self._stall_call.cancel()
         self._stall_call = None
+        self.transport.bufferSize = self.limits.send_queue_soft_bytes
         self.state = self._after_raw
         self._hold_for_flood()
         if isinstance(sink, Upload):
@@ -807,11 +852,11 @@ class ChatProtocol(LineReceiver):
         """Stop reading until every reason to hold is released."""
         if not self._holds:
             self.pauseProducing()
-        self._holds.add(reason)
+        self._holds = self._holds | {reason}
 
     def release(self, reason: str) -> None:
         if reason in self._holds:
-            self._holds.discard(reason)
+            self._holds = self._holds - {reason}
             if not self._holds and self.state is not State.CLOSED:
                 self.resumeProducing()
 
