@@ -679,7 +679,7 @@ class ChatProtocol(LineReceiver):
         name, problem = decode_file_name(request.name_token)
         if problem is None:
             used = self.service.store.upload_totals.get(self.user.name.lower(), 0)
-            problem = files.refusal(request.size, used)
+            problem = files.refusal(request.size, used, self.user.name)
         if problem is not None or name is None:
             self.error("refused", f"{problem} The {request.size} bytes are discarded.", "send")
             self._receive_raw(request.size, Discard())

@@ -387,12 +387,18 @@ class FileStore:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.tmp_dir.iterdir():
-            self.log.info("Removing stale temporary upload {name}", name=stale.name)
-            stale.unlink()
+            self.log.info("Removing stale temporary upload {name}", name=for_log(stale.name))
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
         for stored in self.files_dir.iterdir():
             if stored.name not in known_ids:
-                self.log.info("Removing unrecorded file {name}", name=stored.name)
-                stored.unlink()
+                self.log.info("Removing unrecorded file {name}", name=for_log(stored.name))
+                if stored.is_dir() and not stored.is_symlink():
+                    shutil.rmtree(stored)
+                else:
+                    stored.unlink()
 
     def fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
@@ -407,12 +413,18 @@ class FileStore:
                     f"({human_size(self.max_upload)}).")
         return None
 
-    def refusal(self, size: int, uploaded_so_far: int) -> str | None:
-        """Why a well-formed upload of ``size`` bytes cannot be stored now."""
-        if self.user_quota and uploaded_so_far + size > self.user_quota:
+    def refusal(self, size: int, uploaded_so_far: int, user: str = "") -> str | None:
+        """Why a well-formed upload of ``size`` bytes cannot be stored now.
+
+        Uploads still streaming in count too: against the user's quota in
+        full, against free disk space for the bytes they have yet to write.
+        """
+        in_flight = [u.transfer for u in self.uploads]
+        used = uploaded_so_far + sum(t.size for t in in_flight if t.user.lower() == user.lower())
+        if self.user_quota and used + size > self.user_quota:
             return (f"Your upload quota of {human_size(self.user_quota)} would be exceeded "
-                    f"({human_size(uploaded_so_far)} used).")
-        free = shutil.disk_usage(self.root).free
+                    f"({human_size(used)} used).")
+        free = shutil.disk_usage(self.root).free - sum(t.size - t.done for t in in_flight)
         if size + self.disk_margin > free:
             return f"Not enough disk space on the server for {human_size(size)}."
         return None

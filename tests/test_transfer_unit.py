@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import sqlite3
 import zlib
 from pathlib import Path
@@ -569,3 +570,41 @@ def test_bytes_are_fsynced_before_the_atomic_rename(
     alice.feed(b"ble")
     assert calls[:2] == ["fsync", "rename tmp/ -> files/"]
     assert len(stored(mem)) == 1 and temporaries(mem) == []
+
+
+def test_uploads_in_flight_count_against_the_quota(tmp_path: Path) -> None:
+    mem = server(tmp_path, user_quota_bytes=100)
+    (alice,) = people(mem, "alice:json")
+    session = session_key(alice)
+    side = mem.connect()
+    side.line(f"/attach {session}")
+    side.take()
+    side.feed(b"/send first.bin 80\n" + b"1" * 10)  # 80 bytes promised, 10 in so far
+    alice.feed(b"/send second.bin 30\n" + b"2" * 30)
+    events = alice.events()
+    assert events[0]["code"] == "refused" and "quota" in events[0]["text"]
+    side.feed(b"1" * 70)
+    assert side.events()[0]["type"] == "uploaded"
+    assert [r[1] for r in rows(mem)] == ["first.bin"]
+
+
+def test_uploads_in_flight_count_against_free_disk(tmp_path: Path) -> None:
+    mib = 1024 * 1024
+    free = shutil.disk_usage(tmp_path).free
+    mem = server(tmp_path, disk_margin_bytes=free - 100 * mib)  # room for ~100 MiB more
+    alice, bob = people(mem, "alice:json", "bob:json")
+    alice.feed(b"/send a.bin %d\n" % (90 * mib) + b"a" * 10)
+    assert alice.events() == []  # accepted: streaming in
+    bob.feed(b"/send b.bin %d\n" % (20 * mib))
+    events = bob.events()
+    assert events[0]["code"] == "refused" and "disk space" in events[0]["text"]
+
+
+def test_startup_cleans_directories_left_in_tmp(tmp_path: Path) -> None:
+    (tmp_path / "tmp" / "stale-dir" / "deep").mkdir(parents=True)
+    (tmp_path / "tmp" / "stale-dir" / "deep" / "x.part").write_bytes(b"x")
+    (tmp_path / "files").mkdir(exist_ok=True)
+    (tmp_path / "files" / "junk-dir").mkdir()
+    mem = server(tmp_path)
+    assert list(mem.factory.files.tmp_dir.iterdir()) == []
+    assert list(mem.factory.files.files_dir.iterdir()) == []
