@@ -20,7 +20,7 @@ from twisted.web import http, resource, server, static
 
 from chat import events as ev
 from chat.store import Store
-from chat.transfer import FileStore, Transfer
+from chat.transfer import Counting, FileStore, Transfer
 
 #: One byte range. ASCII digits only (``\d`` would take any Unicode digit), and
 #: few enough that ``int`` never meets a number too long to convert.
@@ -60,21 +60,6 @@ def parse_range(header: str | bytes, size: int) -> tuple[int, int] | str | None:
     if first >= size:
         return "unsatisfiable"
     return first, min(last, size - 1)
-
-
-class _Counted:
-    """Counts a download's bytes for the console's transfer list."""
-
-    def __init__(self, request: server.Request, transfer: Transfer) -> None:
-        self._request = request
-        self._transfer = transfer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._request, name)
-
-    def write(self, data: bytes) -> None:
-        self._transfer.done += len(data)
-        self._request.write(data)
 
 
 class FileResource(resource.Resource):
@@ -163,7 +148,7 @@ class FileResource(resource.Resource):
             f.close()
 
         request.notifyFinish().addBoth(finished)
-        producer = static.SingleRangeStaticProducer(_Counted(request, transfer), f, first, length)
+        producer = static.SingleRangeStaticProducer(Counting(request, transfer), f, first, length)
         producer.start()
 
 

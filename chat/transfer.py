@@ -334,18 +334,18 @@ class Upload(Sink):
         return Stored(self.file_id, self.transfer.size, crc_hex(self._crc), self._sha.hexdigest())
 
 
-class _Counting:
-    """A consumer wrapper that counts bytes for a Transfer."""
+class Counting:
+    """Wraps a consumer (a transport, a web request) to count what a Transfer sends.
+
+    Everything but ``write`` passes straight through to the wrapped object.
+    """
 
     def __init__(self, consumer: IConsumer, transfer: Transfer) -> None:
         self._consumer = consumer
         self._transfer = transfer
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self._consumer.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._consumer.unregisterProducer()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
 
     def write(self, data: bytes) -> None:
         self._transfer.done += len(data)
@@ -452,7 +452,7 @@ class FileStore:
         self.active[id(transfer)] = transfer
         sender = FileSender()
         sender.CHUNK_SIZE = 64 * 1024
-        d = sender.beginFileTransfer(f, _Counting(consumer, transfer))
+        d = sender.beginFileTransfer(f, Counting(consumer, transfer))
 
         def done(result: object) -> object:
             f.close()
