@@ -33,6 +33,38 @@ def endpoint(reactor: Any, description: str, setting: str) -> Any:
         raise ConfigError(f"{setting}: bad endpoint {description!r}: {e}") from None
 
 
+def build_factory(
+    config: Config,
+    clock: Any,
+    store: Store,
+    pool: ThreadPool | None = None,
+    call_from_thread: Any = None,
+) -> ChatFactory:
+    """The chat stack over an opened store: file store, chat service, factory.
+
+    Without a pool, uploads are written synchronously (the in-memory tests).
+    """
+    files = FileStore(
+        config.data_path,
+        clock,
+        max_upload=config.limits.max_upload_bytes,
+        disk_margin=config.limits.disk_margin_bytes,
+        user_quota=config.limits.user_quota_bytes,
+        pool=pool,
+        call_from_thread=call_from_thread,
+    )
+    files.prepare(store.file_ids())
+    service = ChatService(
+        clock,
+        store,
+        time_format=config.history.time_format,
+        replay=config.history.replay,
+        history_max=config.history.max,
+        public_base=config.public_base(),
+    )
+    return ChatFactory(service, files, config, clock)
+
+
 #: Seconds that connections get to take their last lines at shutdown.
 CLOSE_GRACE = 2.0
 
@@ -72,32 +104,16 @@ class ChatServer(service.MultiService):
         store.open()
         self._upload_pool = ThreadPool(minthreads=0, maxthreads=16, name="chat-uploads")
         self._upload_pool.start()
-        files = FileStore(
-            data,
-            self.reactor,
-            max_upload=config.limits.max_upload_bytes,
-            disk_margin=config.limits.disk_margin_bytes,
-            user_quota=config.limits.user_quota_bytes,
-            pool=self._upload_pool,
-            call_from_thread=self.reactor.callFromThread,
+        self.factory = build_factory(
+            config, self.reactor, store, self._upload_pool, self.reactor.callFromThread
         )
-        files.prepare(store.file_ids())
-        self.store = store
-        self.service = ChatService(
-            self.reactor,
-            store,
-            time_format=config.history.time_format,
-            replay=config.history.replay,
-            history_max=config.history.max,
-            public_base=config.public_base(),
-        )
-        self.factory = ChatFactory(self.service, files, config, self.reactor)
+        self.store, self.service = store, self.factory.service
         chat = StreamServerEndpointService(self.chat_endpoint, self.factory)
         chat._raiseSynchronously = True
         chat.setName("chat")
         chat.setServiceParent(self)
         if self.http_endpoint is not None:
-            http_site = site(store, files, self.reactor)
+            http_site = site(store, self.factory.files, self.reactor)
             http_site.noisy = False
             web = StreamServerEndpointService(self.http_endpoint, http_site)
             web._raiseSynchronously = True

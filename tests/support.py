@@ -29,9 +29,9 @@ from twisted.internet.testing import StringTransport
 
 from chat.config import Config
 from chat.protocol import ChatFactory, ChatProtocol
+from chat.server import build_factory
 from chat.service import ChatService
 from chat.store import Store
-from chat.transfer import FileStore
 
 DEADLINE = 10.0
 
@@ -115,23 +115,7 @@ def memory_server(tmp_path: Path, config: Config | None = None) -> MemoryServer:
     clock.advance(1_700_000_000)
     store = Store(tmp_path / "chat.sqlite3", clock, config.history.max)
     store.open()
-    files = FileStore(
-        tmp_path,
-        clock,
-        max_upload=config.limits.max_upload_bytes,
-        disk_margin=config.limits.disk_margin_bytes,
-        user_quota=config.limits.user_quota_bytes,
-    )
-    files.prepare(store.file_ids())
-    service = ChatService(
-        clock,
-        store,
-        time_format=config.history.time_format,
-        replay=config.history.replay,
-        history_max=config.history.max,
-        public_base=config.public_base(),
-    )
-    factory = ChatFactory(service, files, config, clock)
+    factory = build_factory(config, clock, store)
     return MemoryServer(factory, clock, store, config)
 
 

@@ -21,13 +21,6 @@ def limited_server(tmp_path: Path, toml: str, **kw: object) -> RealServer:
     return RealServer(tmp_path / "data", "--config", str(cfg), relaxed=False, **kw)  # type: ignore[arg-type]
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_a_pasted_block_arrives_late_in_order_and_whole(tmp_path: Path) -> None:
     server = limited_server(tmp_path, "flood_rate = 20.0\n")
     try:
