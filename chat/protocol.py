@@ -11,12 +11,13 @@ so telnet and nc both work. This module parses; ``ChatService`` decides.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
@@ -40,6 +41,8 @@ from chat.transfer import (
     Discard,
     FileStore,
     HeaderError,
+    Pumped,
+    PumpEnd,
     Sink,
     Upload,
     decode_file_name,
@@ -290,6 +293,8 @@ class ChatProtocol(LineReceiver):
         if self.state is State.CLOSED or not (self.mode == "json" or self.limits.idle_timeout):
             return
         now = self.factory.clock.seconds()
+        if self.state is State.RAW:
+            self._last_input = now  # a file streaming in is input; the stall timer watches it
         silent = now - self._last_input
         idle_limit = self.limits.idle_timeout
         if idle_limit and self.state is State.CHAT and silent >= idle_limit:
@@ -393,6 +398,8 @@ class ChatProtocol(LineReceiver):
             self._busyReceiving = False
         if "flood" in self._holds and self.state is not State.CLOSED:
             self._check_excess_flood()
+        if self.state is State.RAW and not self._buffer and not self.paused:
+            self._maybe_pump()
 
     def _read_lines(self) -> None:
         buf, pos = self._buffer, 0
@@ -700,9 +707,47 @@ class ChatProtocol(LineReceiver):
             self._stall_call = self.factory.clock.callLater(
                 self.limits.upload_stall_timeout, self._upload_stalled
             )
-            # Bigger reads while a file streams in: fewer, larger hand-offs.
-            self.transport.bufferSize = max(RAW_READ_BYTES, self.limits.send_queue_soft_bytes)
+            # Bigger reads while a file streams in through the reactor.
+            self.transport.bufferSize = RAW_READ_BYTES
             self.setRawMode()
+
+    def _maybe_pump(self) -> None:
+        """Let a thread read the rest of an upload straight from the socket.
+
+        Only a plain socket transport can hand its reads over (TLS must
+        decrypt on the reactor); at most ``MAX_PUMPS`` uploads are pumped.
+        Reading stays held until the pump reports back.
+        """
+        sink = self._sink
+        if not (
+            isinstance(sink, Upload)
+            and not sink.pumping
+            and isinstance(self.transport, tcp.Connection)
+            and self.factory.files.may_pump()
+        ):
+            return
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()  # the pump times a stall itself
+        self._stall_call = None
+        self.hold("pump")
+        fd = os.dup(self.transport.fileno())
+        sink.pump(fd, self._raw_left, self.limits.upload_stall_timeout).addCallback(
+            self._pumped, sink
+        )
+
+    def _pumped(self, result: Pumped, sink: Upload) -> None:
+        if self._sink is not sink:
+            return  # discarded meanwhile (connection lost, server stopping)
+        self._raw_left -= result.received
+        self.service.stats.bytes_in += result.received
+        self._last_input = self.factory.clock.seconds()
+        if result.end is PumpEnd.COMPLETE:
+            self._raw_done(b"")
+            self.release("pump")
+        elif result.end is PumpEnd.STALLED:
+            self._upload_stalled()
+        elif result.end is not PumpEnd.STOPPED:
+            self.transport.loseConnection()  # a short upload: connectionLost discards it
 
     def _upload_stalled(self) -> None:
         self._stall_call = None

@@ -232,8 +232,10 @@ class RealServer:
 class LineClient:
     """A blocking loopback client with deadline-bound reads."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=DEADLINE)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", sock: socket.socket | None = None
+    ) -> None:
+        self.sock = sock or socket.create_connection((host, port), timeout=DEADLINE)
         self.buf = b""
         self.seen: list[str] = []
 

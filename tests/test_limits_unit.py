@@ -293,6 +293,23 @@ def test_answered_pings_keep_a_json_connection(tmp_path: Path) -> None:
     assert not a.transport.disconnecting
 
 
+def test_an_upload_in_progress_counts_as_input(tmp_path: Path) -> None:
+    """A pumped upload's bytes never reach dataReceived: RAW itself keeps pings away.
+
+    The stall timeout, not the ping timeout, ends an upload that goes quiet.
+    """
+    mem = server(tmp_path, upload_stall_timeout=300)
+    a = mem.user("alice", mode="json")
+    a.feed(b"/send quiet.bin 1000\n" + b"q" * 10)
+    a.take()
+    mem.clock.advance(299)
+    assert not a.transport.disconnecting
+    assert a.take() == b""  # no ping it could not answer mid-file
+    mem.clock.advance(1)
+    assert a.transport.disconnecting
+    assert a.events()[-1]["code"] == "upload_stalled"
+
+
 def test_idle_text_user_stays_for_hours(tmp_path: Path) -> None:
     mem = server(tmp_path)
     a = mem.user("alice")

@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -180,6 +181,24 @@ def test_nc_fewer_bytes_then_disconnect(tmp_path: Path) -> None:
         assert listing(server, "tmp") == []
     finally:
         kill_quietly(server)
+
+
+def test_connection_reset_mid_upload(shared: RealServer) -> None:
+    """The pump reading the socket sees the reset; the partial file goes, chat goes on."""
+    watcher = shared.client("resetwatch", json_mode=True)
+    c = shared.client("resetter", json_mode=True)
+    before = set(listing(shared, "tmp"))
+    c.send(b"/send reset.bin 4194304\r\n" + payload(1024 * 1024, seed=3))
+    wait_until(lambda: any(p.name not in before and p.stat().st_size == 1024 * 1024
+                           for p in part_files(shared)), "the first MiB on disk")
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.sock.close()  # RST
+    shared.wait_for_log(r"Upload reset\.bin discarded \(connection lost\): 1048576 of 4194304")
+    assert watcher.expect_event("leave", name="resetter")["reason"] == "connection lost"
+    assert set(listing(shared, "tmp")) <= before
+    talker = shared.client("afterreset", json_mode=True)
+    talker.send_line("still here")
+    assert watcher.expect_event("message", sender="afterreset")["text"] == "still here"
 
 
 # --- framing over real sockets ------------------------------------------------------
