@@ -726,14 +726,18 @@ class ChatProtocol(LineReceiver):
             and self.factory.files.may_pump()
         ):
             return
+        try:
+            pumped = sink.pump(
+                os.dup(self.transport.fileno()), self._raw_left, self.limits.upload_stall_timeout
+            )
+        except (OSError, RuntimeError) as e:  # out of descriptors or threads
+            self.log.warn("Upload read by the reactor: no pump ({why})", why=e)
+            return
         if self._stall_call is not None and self._stall_call.active():
             self._stall_call.cancel()  # the pump times a stall itself
         self._stall_call = None
         self.hold("pump")
-        fd = os.dup(self.transport.fileno())
-        sink.pump(fd, self._raw_left, self.limits.upload_stall_timeout).addCallback(
-            self._pumped, sink
-        )
+        pumped.addCallback(self._pumped, sink)
 
     def _pumped(self, result: Pumped, sink: Upload) -> None:
         if self._sink is not sink:

@@ -9,6 +9,7 @@ writes buffered history before the database closes.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.application import service
@@ -25,8 +26,15 @@ from chat.service import ChatService
 from chat.store import Store, ThreadExecutor
 from chat.transfer import FileStore
 
+#: The listen backlog of a ``tcp:``, ``ssl:`` or ``unix:`` endpoint that sets
+#: none: Twisted's 50 overflows when a whole class connects at once.
+DEFAULT_BACKLOG = 1024
+
 
 def endpoint(reactor: Any, description: str, setting: str) -> Any:
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "ssl", "unix") and not re.search(r"(?:^|:)backlog=", description):
+        description += f":backlog={DEFAULT_BACKLOG}"
     try:
         return serverFromString(reactor, description)
     except Exception as e:  # serverFromString raises many kinds for a bad string

@@ -10,7 +10,7 @@ failure never stops a broadcast.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import quote
@@ -47,6 +47,19 @@ class User:
     attachments: set[Peer] = field(default_factory=set)
 
 
+class _Batch:
+    """One reactor turn's broadcasts, and how far each connection has had them."""
+
+    __slots__ = ("cursors", "events", "rendered")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[ev.Event, User | None]] = []
+        #: Where a connection stands in ``events``, if not at the start.
+        self.cursors: dict[Peer, int] = {}
+        #: Renderings of ``events`` so far, per mode.
+        self.rendered: dict[str, list[bytes]] = {}
+
+
 @dataclass
 class Stats:
     messages: int = 0
@@ -79,6 +92,8 @@ class ChatService:
         self.registry: Registry[User] = Registry()
         self.renderers = {"text": TextRenderer(time_format), "json": JsonRenderer()}
         self._sessions: dict[str, User] = {}
+        #: The user each registered connection speaks for.
+        self._members: dict[Peer, User] = {}
         self.stats = Stats()
         #: Called with every chat event, after delivery (the console listens here).
         self.observers: list[Callable[[ev.Event], None]] = []
@@ -87,21 +102,20 @@ class ChatService:
 
     def reply(self, peer: Peer, event: ev.Event, viewer: str | None = None) -> None:
         """Render ``event`` for one connection and send it."""
-        if self._batch:
-            # Broadcasts already made reach everyone before any later reply.
-            self.flush_broadcasts()
+        self._catch_up(peer)  # broadcasts already made come before the reply
         peer.send(self.renderers[peer.mode].render(event, viewer))
 
     # Broadcasts made in one reactor turn are delivered together at the end of
     # it: each recipient gets one write holding every line of the turn, and
     # those bytes are built once per mode and shared by all recipients (the
     # per-recipient ``transport.write`` was the hot spot, see bench/README.md).
-    # Order per connection is kept: a reply first delivers the pending
-    # broadcasts, and a join or leave starts a new batch, so a batch goes to
-    # the users registered when it began. On a test clock (no reactor) every
-    # broadcast is delivered at once.
-    _batch: list[tuple[ev.Event, User | None]] | None = None
-    _batch_users: list[User] | None = None
+    # Order per connection is kept with a cursor: a reply first sends that
+    # connection the part of the batch it has not had; a user who registers
+    # mid-batch starts at the batch's end (what came before is in the history
+    # replay), a user who leaves gets what came before the leave. So a storm
+    # of joins costs one write per user per turn, not one per join. On a test
+    # clock (no reactor) every broadcast is delivered at once.
+    _batch: _Batch | None = None
     _coalesce: bool | None = None
 
     def broadcast(self, event: ev.Event, origin: User | None = None) -> None:
@@ -112,62 +126,71 @@ class ChatService:
         """
         if self._coalesce is None:
             self._coalesce = IReactorCore.providedBy(self.clock)
+        if self._batch is None:
+            self._batch = _Batch()
+            if self._coalesce:
+                self.clock.callLater(0, self.flush_broadcasts)
+        self._batch.events.append((event, origin))
         if not self._coalesce:
-            self._deliver([(event, origin)], self.registry)
-            return
-        if self._batch and isinstance(event, (ev.Join, ev.Leave)):
             self.flush_broadcasts()
-        if not self._batch:
-            self._batch = []
-            self._batch_users = list(self.registry)
-            self.clock.callLater(0, self.flush_broadcasts)
-        self._batch.append((event, origin))
 
     def flush_broadcasts(self) -> None:
         """Deliver the broadcasts of this turn now (idempotent)."""
-        batch, users = self._batch, self._batch_users
-        self._batch = self._batch_users = None
-        if batch and users is not None:
-            self._deliver(batch, users)
-
-    def _deliver(self, batch: list[tuple[ev.Event, User | None]], users: Iterable[User]) -> None:
-        renderers = self.renderers
-        rendered: dict[str, list[bytes]] = {}  # mode -> one rendering per event
-        joined: dict[str, bytes] = {}  # mode -> all of them, as one write
-        origins = {o for _, o in batch if o is not None}
-
-        def lines(mode: str) -> list[bytes]:
-            out = rendered.get(mode)
-            if out is None:
-                out = rendered[mode] = []
-                for event, _ in batch:
-                    try:
-                        out.append(renderers[mode].render(event))
-                    except Exception:
-                        self.log.failure("Rendering {type} failed", type=event.type)
-                        out.append(b"")
-            return out
-
-        for user in users:
-            peer = user.peer
-            mode = peer.mode
-            if user in origins and not renderers[mode].echo_own:
-                data = b"".join(
-                    b for b, (_, o) in zip(lines(mode), batch, strict=True) if o is not user
-                )
+        batch, self._batch = self._batch, None  # a broadcast from here on starts the next
+        if batch is None:
+            return
+        whole: dict[str, bytes] = {}  # mode -> the batch as one write
+        origins = {o for _, o in batch.events if o is not None}
+        for user in list(self.registry):
+            mode = user.peer.mode
+            start = batch.cursors.get(user.peer, 0)
+            if start or (user in origins and not self.renderers[mode].echo_own):
+                data = self._part(batch, user, start)
             else:
-                data = joined.get(mode)  # type: ignore[assignment]
+                data = whole.get(mode)  # type: ignore[assignment]
                 if data is None:
-                    data = joined[mode] = b"".join(lines(mode))
-            if not data:
-                continue
-            try:
-                peer.send(data)
-            except Exception:
-                self.log.failure("Delivery to {name} failed", name=for_log(user.name))
-        for event, _ in batch:
+                    data = whole[mode] = b"".join(self._lines(batch, mode))
+            self._send(user, data)
+        for event, _ in batch.events:
             for observer in self.observers:
                 observer(event)
+
+    def _catch_up(self, peer: Peer) -> None:
+        """Send ``peer``'s user the part of this turn's broadcasts it has not had."""
+        batch, user = self._batch, self._members.get(peer)
+        if batch is None or user is None:
+            return
+        start = batch.cursors.get(peer, 0)
+        if start < len(batch.events):
+            self._send(user, self._part(batch, user, start))
+            batch.cursors[peer] = len(batch.events)
+
+    def _part(self, batch: _Batch, user: User, start: int) -> bytes:
+        """The batch from ``start`` on, as ``user`` sees it (no own lines unless echoed)."""
+        mode = user.peer.mode
+        lines = self._lines(batch, mode)
+        if self.renderers[mode].echo_own:
+            return b"".join(lines[start:])
+        events = batch.events
+        return b"".join(lines[i] for i in range(start, len(events)) if events[i][1] is not user)
+
+    def _lines(self, batch: _Batch, mode: str) -> list[bytes]:
+        """One rendering per event of the batch in ``mode``, each made once."""
+        out = batch.rendered.setdefault(mode, [])
+        for event, _ in batch.events[len(out) :]:
+            try:
+                out.append(self.renderers[mode].render(event))
+            except Exception:
+                self.log.failure("Rendering {type} failed", type=event.type)
+                out.append(b"")
+        return out
+
+    def _send(self, user: User, data: bytes) -> None:
+        if data:
+            try:
+                user.peer.send(data)
+            except Exception:
+                self.log.failure("Delivery to {name} failed", name=for_log(user.name))
 
     def _chat_event(self, cls: type[ev.Event], *args: object) -> ev.Event:
         return cls(self.store.next_id(), self.clock.seconds(), *args)  # type: ignore[call-arg]
@@ -183,6 +206,9 @@ class ChatService:
         user = User(name, peer, secrets.token_urlsafe(24), address, now, now)
         if not self.registry.add(name, user):
             return ev.Error("name_taken", f"The name {name} is taken.")
+        self._members[peer] = user
+        if self._batch is not None:  # what it holds so far is in the history replay
+            self._batch.cursors[peer] = len(self._batch.events)
         self._sessions[user.session] = user
         self.reply(peer, ev.Welcome(name, user.session, self.server_name, self.public_base))
         self.reply(peer, ev.Participants(tuple(self.registry.names()), name))
@@ -195,7 +221,9 @@ class ChatService:
         """Remove a user; every other participant sees one leave notice."""
         if self.registry.get(user.name) is not user:
             return
+        self._catch_up(user.peer)  # what came before the leave
         self.registry.remove(user.name)
+        del self._members[user.peer]
         self._sessions.pop(user.session, None)
         for attached in list(user.attachments):
             attached.disconnect("owner left")

@@ -307,7 +307,11 @@ class Upload(Sink):
         """
         assert self._pump is None
         done: defer.Deferred[Pumped] = defer.Deferred()
-        pump = self._pump = _Pump(fd, size, stall_timeout)
+        try:
+            pump = _Pump(fd, size, stall_timeout)
+        except OSError:
+            os.close(fd)
+            raise
 
         def ended(result: Pumped) -> None:
             self._pump = None
@@ -324,9 +328,15 @@ class Upload(Sink):
                 pump.after_queued_writes = True
                 self._lock.notify_all()
 
+        thread = threading.Thread(target=run, name="chat-upload-pump", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            pump.close()
+            raise
+        self._pump = pump
         # Bytes queued by write() go first, so the pump's land after them.
         self._writer.submit(written)
-        threading.Thread(target=run, name="chat-upload-pump", daemon=True).start()
         return done
 
     def _maybe_resume(self) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from chat.cli import configure
 from chat.config import Config, ConfigError, apply, endpoint_url, load
+from chat.server import DEFAULT_BACKLOG, endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,3 +98,20 @@ def test_endpoint_url(endpoint: str, url: str | None) -> None:
 def test_public_url_wins() -> None:
     c = apply(Config(), {"server": {"public_url": "https://chat.example.org/"}})
     assert c.public_base() == "https://chat.example.org"
+
+
+@pytest.mark.parametrize(
+    ("description", "backlog"),
+    [
+        ("tcp:8000:interface=127.0.0.1", DEFAULT_BACKLOG),
+        ("unix:/tmp/chat.sock", DEFAULT_BACKLOG),
+        ("tcp:8000:backlog=7:interface=127.0.0.1", 7),
+        ("tcp:port=8000:backlog=4096", 4096),
+    ],
+)
+def test_listen_backlog_is_large_unless_the_endpoint_sets_one(
+    description: str, backlog: int
+) -> None:
+    from twisted.internet import reactor
+
+    assert endpoint(reactor, description, "server.listen")._backlog == backlog

@@ -259,6 +259,16 @@ def test_unix_socket_endpoint_by_configuration(tmp_path: Path) -> None:
                 chunk = s.recv(4096)
                 assert chunk
                 data += chunk
+            # A file over the UNIX socket (read by an upload pump, as over TCP).
+            blob = os.urandom(2 * 1024 * 1024)
+            s.sendall(f"/send unix.bin {len(blob)}\n".encode())
+            s.sendall(blob + b"/who\n")  # a line right after the last byte
+            while b"-- Stored unix.bin" not in data or b"-- 1 here:" not in data:
+                chunk = s.recv(4096)
+                assert chunk
+                data += chunk
+            (stored,) = (tmp_path / "d" / "files").iterdir()
+            assert stored.read_bytes() == blob
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE) == 0
     finally:

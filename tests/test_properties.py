@@ -29,6 +29,8 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from twisted.internet.interfaces import IReactorCore
+from zope.interface import directlyProvides
 
 from chat.protocol import State
 from tests.support import Conn, MemoryServer, memory_server
@@ -56,6 +58,9 @@ class ChatMachine(RuleBasedStateMachine):
         self.sent: dict[int, tuple[str, int]] = {}  # message number -> (sender, n)
         self.seen: dict[int, list[int]] = {}  # id(conn) -> message numbers, in order
         self.expected_files: dict[str, bytes] = {}  # sha256 -> bytes
+        self.registered_at: dict[int, int] = {}  # id(conn) -> message counter then
+        self.switched: set[int] = set()  # id(conn) of those that ever left text mode
+        self.ever_seen: dict[int, set[int]] = {}  # id(conn) -> numbers before a /history
 
     def teardown(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -91,6 +96,7 @@ class ChatMachine(RuleBasedStateMachine):
         if not taken:
             assert conn.proto.state is State.CHAT
             self.names[id(conn)] = name
+            self.registered_at[id(conn)] = self.counter
 
     @rule(conn=conns, junk=st.binary(max_size=12), cuts=st.lists(st.integers(0, 40)))
     def chat(self, conn: Conn, junk: bytes, cuts: list[int]) -> None:
@@ -106,8 +112,12 @@ class ChatMachine(RuleBasedStateMachine):
         ["/who", "/help", "/history 5", "/me waves", "/msg bob hi", "/files", "/frob",
          "/proto json", "/proto text", "/session", "/get 0123", "//x", "", "/send"]))
     def command(self, conn: Conn, command: str) -> None:
+        if command == "/proto json":
+            self.switched.add(id(conn))
         if conn in self.live:
             self.feed(conn, command.encode() + b"\n", [])
+            if command.startswith("/history"):  # a listing repeats what came before
+                self.ever_seen.setdefault(id(conn), set()).update(self.seen.pop(id(conn), []))
 
     @rule(conn=conns, data=st.binary(max_size=300), kind=st.sampled_from(
         ["good", "crc", "badcrc", "refused"]), cuts=st.lists(st.integers(0, 400)))
@@ -140,6 +150,9 @@ class ChatMachine(RuleBasedStateMachine):
         conn.close()
         self.live.remove(conn)
         self.names.pop(id(conn), None)
+        for seen in (self.seen, self.ever_seen, self.registered_at):
+            seen.pop(id(conn), None)  # type: ignore[attr-defined]
+        self.switched.discard(id(conn))
         self.collect()
 
     @rule(conn=conns)
@@ -183,6 +196,40 @@ ChatMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestChatMachine = ChatMachine.TestCase
+
+
+class CoalescingChatMachine(ChatMachine):
+    """The same, with broadcasts coalesced per reactor turn as on the real reactor.
+
+    A turn spans any number of steps and ends only by the ``end_turn`` rule, so
+    replies, joins, leaves and messages interleave inside one batch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        directlyProvides(self.mem.clock, IReactorCore)
+
+    def feed(self, conn: Conn, data: bytes, cuts: list[int]) -> None:
+        for piece in chunks(data, cuts):
+            conn.feed(piece)
+        self.collect()
+
+    @rule()
+    def end_turn(self) -> None:
+        self.mem.clock.advance(0)
+        self.collect()
+        for conn in self.live:
+            me = self.names.get(id(conn))
+            if me is None or id(conn) in self.switched or conn.proto.state is State.CLOSED:
+                continue
+            since = self.registered_at[id(conn)]
+            owed = {n for n, (sender, _) in self.sent.items() if n > since and sender != me}
+            seen = set(self.seen.get(id(conn), [])) | self.ever_seen.get(id(conn), set())
+            assert owed <= seen, (me, owed - seen)
+
+
+CoalescingChatMachine.TestCase.settings = ChatMachine.TestCase.settings
+TestCoalescingChatMachine = CoalescingChatMachine.TestCase
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

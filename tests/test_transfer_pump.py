@@ -252,3 +252,21 @@ def test_file_work_runs_at_a_lower_priority(
     client.sendall(b"0123456789")
     loop.wait(up.pump(os.dup(server.fileno()), 10, 30))
     assert seen == [expected]
+
+
+def test_a_pump_that_cannot_start_leaves_nothing_open(
+    files: FileStore, pair: tuple[socket.socket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of threads: the caller falls back to reading on the reactor."""
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    server, _ = pair
+    up = begin(files, 10)
+    before = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError):
+        up.pump(os.dup(server.fileno()), 10, 30)
+    assert not up.pumping
+    assert sorted(os.listdir("/proc/self/fd")) == before
