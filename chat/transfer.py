@@ -1,13 +1,14 @@
 """Moving files: the SEND header, upload sinks, downloads and the file store.
 
-An upload streams into a temporary file under ``DATA/tmp`` on a worker thread
-(writes, CRC-32 and SHA-256 never run on the reactor thread), with the
-connection paused while too much is queued, so memory stays flat whatever the
-size. When the last byte is in, the worker checks the CRC, fsyncs and renames
-the file into ``DATA/files/ID``. Anything else (a short upload, a CRC mismatch,
-a write error, a server stop) deletes the temporary file, so the store only
-ever holds complete files. Downloads are read by producers, so a slow reader
-slows only itself.
+An upload streams into a temporary file under ``DATA/tmp``, read from its
+socket by a pump thread (or handed over by the reactor where that cannot be),
+written with early write-back, and hashed (CRC-32, SHA-256) on a second worker
+beside the writes; reading waits whenever a few MiB are in flight, so memory
+stays flat whatever the size. When the last byte is in, the workers fsync,
+check the CRC and rename the file into ``DATA/files/ID``. Anything else (a
+short upload, a CRC mismatch, a write error, a server stop) deletes the
+temporary file, so the store only ever holds complete files. Downloads are
+read by producers, so a slow reader slows only itself.
 """
 
 from __future__ import annotations
