@@ -586,7 +586,7 @@ class ChatProtocol(LineReceiver):
         elif self.user is not None:
             self.user.attachments.discard(self)
         self.state = State.CLOSED
-        self.transport.loseConnection()
+        self._close_when_idle()  # an upload sent before /quit is still answered
 
     def do_who(self, args: str) -> None:
         self.reply(self.service.who())

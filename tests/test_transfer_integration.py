@@ -166,6 +166,13 @@ def test_nc_more_bytes_than_declared_become_lines(shared: RealServer, tmp_path: 
     watcher.close()
 
 
+def test_nc_upload_then_quit_is_still_answered(shared: RealServer, tmp_path: Path) -> None:
+    out = nc(shared.port, "echo quitter; echo '/send q.txt 5'; printf hello; echo /quit", tmp_path)
+    file_id = stored_id(out, "q.txt")
+    assert (shared.data_dir / "files" / file_id).read_bytes() == b"hello"
+    assert b"-- Goodbye (quit)." in out
+
+
 def test_nc_fewer_bytes_then_disconnect(tmp_path: Path) -> None:
     server = RealServer(tmp_path / "data")
     try:
