@@ -411,9 +411,9 @@ class Upload(Sink):
                         end = PumpEnd.STOPPED
                         break
                     buffer = free.popleft()
-                ready = pump.wait_readable()
-                if ready is not PumpEnd.COMPLETE:
-                    end = ready
+                not_ready = pump.wait_readable()
+                if not_ready is not None:
+                    end = not_ready
                     break
                 view = memoryview(buffer)[: min(len(buffer), pump.size - received)]
                 try:
@@ -542,14 +542,14 @@ class _Pump:
             if not self._closed:
                 os.write(self._wake_w, b"x")
 
-    def wait_readable(self) -> PumpEnd:
-        """``COMPLETE`` once the socket has data (or an error or EOF to report)."""
+    def wait_readable(self) -> PumpEnd | None:
+        """None once the socket has data (or an error or EOF); else why the pump ends."""
         if self.stopped:
             return PumpEnd.STOPPED
         events = dict(self._poll.poll(self._stall_ms))
         if self.stopped or self._wake_r in events:
             return PumpEnd.STOPPED
-        return PumpEnd.COMPLETE if events else PumpEnd.STALLED
+        return None if events else PumpEnd.STALLED
 
     def close(self) -> None:
         with self._closing:
