@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,13 @@ from typing import Any
 
 from chat import __version__
 from chat.config import Config, ConfigError, load
+
+#: How long a thread may hold the GIL while another waits for it (CPython's
+#: default is 5 ms). Upload threads take and drop the GIL thousands of times
+#: a second around their system calls; a waiting reactor thread gets it only
+#: when this interval runs out, so it bounds what an upload adds to a chat
+#: message's delay.
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +77,26 @@ def fixed_malloc_thresholds() -> None:
         pass  # not glibc: nothing to tune
 
 
+def tune_process() -> None:
+    """Process-wide settings for a server: before the server is built."""
+    fixed_malloc_thresholds()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    # A file-size limit (RLIMIT_FSIZE) must fail a write, not kill the server.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def freeze_startup_heap() -> None:
+    """Take what start-up allocated out of the garbage collector's full passes.
+
+    Modules, classes and configuration live as long as the process, yet a
+    full collection walks all of them: about 13 ms with the reactor stopped,
+    measured as a 15 ms hole in chat delivery every few seconds under load.
+    Frozen, a full pass walks only what connections allocated since.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, _ = configure(argv)
@@ -82,9 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from chat.server import ChatServer
 
     r: Any = reactor
-    fixed_malloc_thresholds()
-    # A file-size limit (RLIMIT_FSIZE) must fail a write, not kill the server.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    tune_process()
     console = None
     if config.console.enabled and sys.stdout.isatty():
         from chat.console import Console
@@ -108,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.addSystemEventTrigger("before", "shutdown", server.stopService)
     if console is not None:
         console.start_terminal(server, r)  # its /quit calls r.stop()
+    freeze_startup_heap()
     try:
         r.run()
     finally:

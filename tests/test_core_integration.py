@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -308,3 +309,44 @@ def test_twistd_plugin(tmp_path: Path) -> None:
     finally:
         twistd.kill()
         twistd.wait()
+
+
+_TUNING_PROBE = """
+import gc, json, os, sys
+from twisted.internet import reactor
+from chat import cli
+
+def report():
+    print(json.dumps({"switch": sys.getswitchinterval(), "frozen": gc.get_freeze_count()}))
+    sys.stdout.flush()
+    os._exit(0)  # the server's thread pools would keep the process alive
+
+args = ["--listen", "tcp:0:interface=127.0.0.1", "--no-http", "--data-dir", sys.argv[2]]
+if sys.argv[1] == "cli":
+    reactor.run = report  # main() has built and started everything by now
+    cli.main(args + ["--no-console"])
+else:
+    from twisted.plugins.chat_plugin import serviceMaker
+    options = serviceMaker.options()
+    options.parseOptions(args)
+    serviceMaker.makeService(options).startService()
+    reactor.callWhenRunning(report)  # after the plugin's own start-up call
+    reactor.run()
+"""
+
+
+@pytest.mark.parametrize("entry", ["cli", "twistd"])
+def test_server_process_is_tuned_for_latency(tmp_path: Path, entry: str) -> None:
+    """Both entry points shorten the GIL switch interval and freeze the start-up heap."""
+    from chat.cli import GIL_SWITCH_INTERVAL
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", _TUNING_PROBE, entry, str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=DEADLINE, cwd=root,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["switch"] == pytest.approx(GIL_SWITCH_INTERVAL)
+    # Everything imported and built at start-up is frozen: tens of thousands of objects.
+    assert seen["frozen"] > 10_000

@@ -33,7 +33,7 @@ class ChatServiceMaker:
     def makeService(self, options: Options) -> Any:
         from twisted.internet import reactor
 
-        from chat.cli import configure
+        from chat.cli import configure, freeze_startup_heap, tune_process
         from chat.server import ChatServer
 
         argv: list[str] = ["--no-console"]
@@ -43,6 +43,8 @@ class ChatServiceMaker:
         if options["no-http"]:
             argv.append("--no-http")
         config, _ = configure(argv)
+        tune_process()
+        reactor.callWhenRunning(freeze_startup_heap)
         return ChatServer(config, reactor)
 
 
