@@ -26,5 +26,10 @@ def test_bench_smoke_delivers_everything_once_and_in_order(tmp_path: Path) -> No
     assert light["sent"] > 0
     assert (light["lost"], light["duplicated"], light["reordered"]) == (0, 0, 0)
     assert light["latency_samples"] == light["sent"] * 9  # each line reaches the 9 others
-    assert "nothing lost" in render_table(res, res["summary"])
+    (pair,) = res["upload"]["runs"]
+    assert pair["lanchat"]["upload_bytes"] == pair["sink"]["upload_bytes"] == 4 * 1024**2
+    assert pair["lanchat"]["lost"] == 0  # chat during the upload
+    assert res["summary"]["upload"]["ratios"] == [res["summary"]["upload"]["ratio"]]
+    table = render_table(res, res["summary"])
+    assert "nothing lost" in table and "upload >= 80% of plain sink (median of 1 pairs)" in table
     assert not list(tmp_path.iterdir())  # the runner cleans up after itself
