@@ -30,6 +30,7 @@ import tempfile
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,17 @@ def bench_limits(upload_size: int) -> dict[str, Any]:
             elif isinstance(default, float):
                 out[name] = max(default, 1e9)
     return out
+
+
+def alternating_pairs(
+    count: int, sides: dict[str, Callable[[], dict[str, Any]]]
+) -> list[dict[str, dict[str, Any]]]:
+    """Run both ``sides`` back to back ``count`` times, swapping which goes first."""
+    names = list(sides)
+    return [
+        {name: sides[name]() for name in (names if i % 2 == 0 else names[::-1])}
+        for i in range(count)
+    ]
 
 
 def toml_value(v: Any) -> str:
@@ -410,18 +422,20 @@ DefaultUserModes = F
         """``upload_runs`` pairs of (lanchat, plain sink) uploads, alternating who goes first.
 
         The disk's own speed moves by a third from one GiB to the next (the
-        sink alone: 0.36 to 0.60 GB/s within minutes), so one pair proves
+        sink alone: 0.36 to 0.66 GB/s within minutes), so one pair proves
         little: the ratio is taken per pair, and the summary uses medians.
         """
-        runs = []
         # one directory for both, emptied after each upload
         data = Path(tempfile.mkdtemp(prefix="data-upload-", dir=self.root))
-        for i in range(self.args.upload_runs):
-            sides = {"lanchat": self._upload_lanchat, "sink": self._upload_sink}
-            order = list(sides) if i % 2 == 0 else list(sides)[::-1]
-            pair = {name: sides[name](data) for name in order}
+        runs = alternating_pairs(
+            self.args.upload_runs,
+            {
+                "lanchat": lambda: self._upload_lanchat(data),
+                "sink": lambda: self._upload_sink(data),
+            },
+        )
+        for i, pair in enumerate(runs):
             ours, plain = pair["lanchat"], pair["sink"]
-            runs.append({"lanchat": ours, "sink": plain})
             log(
                 f"upload {self.args.upload_size / GIB:.2f} GiB ({i + 1}/{self.args.upload_runs}): "
                 f"lanchat {ours['upload_mb_s']} MB/s, plain sink {plain['upload_mb_s']} MB/s; "
@@ -480,11 +494,13 @@ DefaultUserModes = F
         """
         n = 1000
         rounds = self.args.rounds.get(n, 3)
-        runs = []
-        for i in range(self.args.console_runs):
-            order = (False, True) if i % 2 == 0 else (True, False)
-            pair = {on: self.fanout("lanchat", n, rounds, console=on) for on in order}
-            runs.append({"no_console": pair[False], "console": pair[True]})
+        runs = alternating_pairs(
+            self.args.console_runs,
+            {
+                "no_console": lambda: self.fanout("lanchat", n, rounds),
+                "console": lambda: self.fanout("lanchat", n, rounds, console=True),
+            },
+        )
         return {"runs": runs}
 
     def run(self) -> dict[str, Any]:
