@@ -38,8 +38,8 @@ from zope.interface import implementer
 
 from chat import events as ev
 from chat.config import ConsoleSettings
-from chat.render import human_duration, human_size
 from chat.sanitize import clean, for_log
+from chat.units import human_duration, human_size
 
 # --- what the view is made of ---
 
@@ -403,7 +403,7 @@ class Sources:
     @classmethod
     def of(cls, server: Any) -> Sources:
         assert server.service is not None and server.factory is not None
-        return cls(server.service, server.factory.files, server.ports, server.started)
+        return cls(server.service, server.factory.files.store, server.ports, server.started)
 
     def addresses(self) -> tuple[tuple[str, str], ...]:
         out = []

@@ -1,18 +1,23 @@
-"""What happens in the chat, as plain values.
+"""What happens in the chat, as plain values, shared by the server and the client.
 
 Chat logic builds each event once; renderers turn it into bytes per
 connection mode. Chat events (those with an ``id`` and a ``ts``) are numbered
 from one server-wide sequence; the other events are replies to one connection.
-Every event knows its wire ``type`` and can describe itself as a JSON-ready
-dict; nothing here knows about sockets or encodings.
+Every event knows its wire ``type``, describes itself as a JSON-ready dict
+(``as_json``) and is read back from one (``from_json``, which checks every
+field's type), so the client works with the same typed values the server
+built. Events hold codes and values, never sentences: words are the
+renderer's. Nothing here knows about sockets or encodings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 def iso_utc(ts: float) -> str:
@@ -20,6 +25,18 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
+
+
+def parse_iso(text: str) -> float:
+    """The POSIX time of an ``iso_utc`` timestamp (a naive one is taken as UTC)."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+class BadEvent(ValueError):
+    """A JSON object that is not a well-formed event of a known type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +59,27 @@ class Event:
                 value = [v.as_json() if isinstance(v, Event) else v for v in value]
             out[f.name] = value
         return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        """The event ``data`` describes; ``BadEvent`` if it is not one of this class."""
+        if not isinstance(data, dict) or data.get("type") != cls.type:
+            raise BadEvent(f"not a {cls.type} event: {str(data)[:80]}")
+        hints = _hints(cls)
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise BadEvent(f"{cls.type}: no {f.name}")
+                continue
+            value = data[f.name]
+            if f.name == "ts" and isinstance(value, str):
+                try:
+                    value = parse_iso(value)
+                except ValueError:
+                    raise BadEvent(f"{cls.type}: bad ts {value[:40]!r}") from None
+            values[f.name] = _typed(hints[f.name], value, f"{cls.type}.{f.name}")
+        return cls(**values)
 
 
 # --- chat events: numbered, timestamped, seen by more than one connection ---
@@ -130,6 +168,8 @@ class FileShared(Event):
 
 @dataclass(frozen=True, slots=True)
 class Prompt(Event):
+    """Asking for a name; ``reason`` says (in the renderer's words) why the last was refused."""
+
     type: ClassVar[str] = "prompt"
     text: str
     reason: str | None = None
@@ -173,10 +213,42 @@ class Who(Event):
 
 @dataclass(frozen=True, slots=True)
 class Error(Event):
+    """Something refused: a code (docs/protocol.md, "Errors") and the values it names.
+
+    The chat logic leaves ``text`` empty; the renderer words the code. A
+    client reading the wire gets the server's words in ``text``, and the
+    values (a limit, a size, a wait) as fields of their own.
+    """
+
     type: ClassVar[str] = "error"
+    #: The values a JSON client gets as fields of their own (docs/protocol.md).
+    PUBLIC: ClassVar[frozenset[str]] = frozenset({"limit", "size", "wait", "reason"})
     code: str
-    text: str
     command: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out = {"type": self.type, "code": self.code, "text": self.text, "command": self.command}
+        out.update((k, v) for k, v in self.params.items() if k in self.PUBLIC)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        if not isinstance(data, dict) or data.get("type") != cls.type:
+            raise BadEvent(f"not an error event: {str(data)[:80]}")
+        code, text, command = data.get("code"), data.get("text"), data.get("command")
+        if not isinstance(code, str) or not isinstance(text, str | None) or not isinstance(
+            command, str | None
+        ):
+            raise BadEvent(f"error: bad fields in {str(data)[:80]}")
+        params = {k: v for k, v in data.items() if k not in ("type", "code", "text", "command")}
+        return cls(code, command, params, text)
+
+
+def error(code: str, command: str | None = None, **params: Any) -> Error:
+    """An ``Error`` with its values, to be worded by the renderer."""
+    return Error(code, command, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +261,19 @@ class Help(Event):
             "type": self.type,
             "commands": [{"usage": u, "text": t} for u, t in self.commands],
         }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        if not isinstance(data, dict) or data.get("type") != cls.type:
+            raise BadEvent(f"not a help event: {str(data)[:80]}")
+        rows = data.get("commands")
+        if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("usage"), str)
+            and isinstance(r.get("text"), str)
+            for r in rows
+        ):
+            raise BadEvent("help: bad commands")
+        return cls(tuple((r["usage"], r["text"]) for r in rows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,3 +367,62 @@ class Info(Event):
 CHAT_EVENTS: tuple[type[Event], ...] = (
     Message, Action, Private, Join, Leave, Nick, Notice, FileShared,
 )
+
+#: Every event a server sends, by wire type.
+EVENTS: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        *CHAT_EVENTS, Prompt, Participant, Welcome, Participants, History, Who, Error, Help,
+        Proto, Session, Attached, Bye, FileInfo, Files, Uploaded, Download, FetchHint, Ping, Info,
+    )
+}
+
+
+def from_json(data: Any) -> Event:
+    """The event a decoded JSON line describes; ``BadEvent`` if it is none we know."""
+    cls = EVENTS.get(data.get("type")) if isinstance(data, dict) else None
+    if cls is None:
+        raise BadEvent(f"unknown event: {str(data)[:80]}")
+    return cls.from_json(data)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def _typed(hint: Any, value: Any, where: str) -> Any:
+    """``value`` (decoded JSON) as the field type ``hint`` says, or ``BadEvent``."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(hint):
+            try:
+                return _typed(option, value, where)
+            except BadEvent:
+                continue
+    elif origin is tuple and isinstance(value, list):
+        item, *more = typing.get_args(hint)
+        if more == [Ellipsis]:
+            return tuple(_typed(item, v, where) for v in value)
+        if len(value) == len(more) + 1:
+            return tuple(_typed(t, v, where) for t, v in zip((item, *more), value, strict=True))
+    elif origin is dict and isinstance(value, dict):
+        return value
+    elif hint is Event:
+        return from_json(value)
+    elif isinstance(hint, type) and issubclass(hint, Event):
+        return hint.from_json(value)
+    elif hint is type(None) and value is None:
+        return None
+    elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif hint in (int, str, bool) and type(value) is hint:
+        return value
+    elif hint is Any:
+        return value
+    raise BadEvent(f"{where}: unexpected {str(value)[:40]!r}")

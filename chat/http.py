@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server, static
 
 from chat import events as ev
-from chat.store import Store
-from chat.transfer import Counting, FileStore, Transfer
+from chat.files import FileService
+from chat.transfer import Counting, Transfer
 
 #: One byte range. ASCII digits only (``\d`` would take any Unicode digit), and
 #: few enough that ``int`` never meets a number too long to convert.
@@ -68,9 +68,8 @@ class FileResource(resource.Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, store: Store, files: FileStore, clock: IReactorTime) -> None:
+    def __init__(self, files: FileService, clock: IReactorTime) -> None:
         super().__init__()
-        self.store = store
         self.files = files
         self.clock = clock
 
@@ -83,7 +82,7 @@ class FileResource(resource.Resource):
             return self._not_found(request)
         file_id = path[0].decode("ascii")
         name = path[1].decode("utf-8", "replace")
-        d = self.store.get_file(file_id)
+        d = self.files.find(file_id)
         d.addCallback(self._found, request, name)
         d.addErrback(self._failed, request)
         return server.NOT_DONE_YET
@@ -102,7 +101,7 @@ class FileResource(resource.Resource):
     def _found(self, info: ev.FileInfo | None, request: server.Request, name: str) -> None:
         if request._disconnected:
             return
-        if info is None or info.name != name or not self.files.path(info.file_id).is_file():
+        if info is None or info.name != name:
             request.write(self._not_found(request))
             request.finish()
             return
@@ -136,15 +135,16 @@ class FileResource(resource.Resource):
         if request.method == b"HEAD" or length == 0:
             request.finish()
             return
-        f = open(self.files.path(info.file_id), "rb")
+        store = self.files.store
+        f = open(store.path(info.file_id), "rb")
         transfer = Transfer(
             f"http {request.getClientAddress().host}", info.name, "down", length,
             self.clock.seconds(),
         )
-        self.files.active[id(transfer)] = transfer
+        store.active[id(transfer)] = transfer
 
         def finished(_: object) -> None:
-            self.files.active.pop(id(transfer), None)
+            store.active.pop(id(transfer), None)
             f.close()
 
         request.notifyFinish().addBoth(finished)
@@ -152,9 +152,9 @@ class FileResource(resource.Resource):
         producer.start()
 
 
-def site(store: Store, files: FileStore, clock: IReactorTime) -> server.Site:
+def site(files: FileService, clock: IReactorTime) -> server.Site:
     root = resource.Resource()
-    root.putChild(b"files", FileResource(store, files, clock))
+    root.putChild(b"files", FileResource(files, clock))
     s = server.Site(root)
     s.displayTracebacks = False
     return s

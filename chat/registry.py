@@ -20,18 +20,14 @@ RESERVED = frozenset(
 
 
 def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a user name, or None if it can."""
+    """Why ``name`` cannot be a user name (``empty``, ``too_long``, ``bad_chars``,
+    ``reserved``), or None if it can."""
     if not name:
-        return "A name cannot be empty."
+        return "empty"
     if not NAME_RE.fullmatch(name):
-        if len(name) > 32:
-            return "A name is at most 32 characters long."
-        return (
-            "A name is 1 to 32 letters, digits, '_', '-' or '.', "
-            "and begins with a letter or digit."
-        )
+        return "too_long" if len(name) > 32 else "bad_chars"
     if name.lower() in RESERVED:
-        return f"The name {name} is reserved."
+        return "reserved"
     return None
 
 

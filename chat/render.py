@@ -14,35 +14,103 @@ from collections.abc import Callable
 from typing import Any
 
 from chat import events as ev
+from chat.units import human_duration, human_size, plural
 
 CRLF = b"\r\n"
 
 
-def human_size(size: int) -> str:
-    """``1536`` -> ``'1.5 KiB'``."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            if unit == "B":
-                return f"{size} B"
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+# --- errors: the words for each code ---
+
+_NAME_PROBLEMS = {
+    "empty": "A name cannot be empty.",
+    "too_long": "A name is at most 32 characters long.",
+    "bad_chars": (
+        "A name is 1 to 32 letters, digits, '_', '-' or '.', and begins with a letter or digit."
+    ),
+    "reserved": "The name {name} is reserved.",
+}
+
+_HEADER_PROBLEMS = {
+    "fields": "Usage: /send NAME SIZE [CRC32] (NAME percent-encoded, SIZE in bytes)",
+    "size": "SIZE must be a decimal number of bytes, not {value!r}.",
+    "crc": "CRC32 must be exactly 8 hex digits, not {value!r}.",
+}
+
+#: Why a well-formed upload is refused (the ``reason`` of a ``refused`` error).
+REFUSALS = {
+    "name_utf8": "The file name is not valid UTF-8 once percent-decoded.",
+    "name_dots": "{name!r} is not a file name.",
+    "name_chars": "A file name cannot hold '/', '\\' or control characters.",
+    "name_long": "A file name is at most 255 bytes long.",
+    "quota": "Your upload quota of {quota_human} would be exceeded ({used_human} used).",
+    "disk": "Not enough disk space on the server for {size_human}.",
+}
 
 
-def human_duration(seconds: float) -> str:
-    """``3725`` -> ``'1h 2m'``: two units at most, for idle times."""
-    s = int(max(0, seconds))
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m {s}s"
-    h, m = divmod(m, 60)
-    if h < 24:
-        return f"{h}h {m}m"
-    d, h = divmod(h, 24)
-    return f"{d}d {h}h"
+def _humanised(params: dict[str, Any]) -> dict[str, Any]:
+    """The values, plus ``X_human`` for every byte count ``X``."""
+    out = dict(params)
+    for key in ("limit", "size", "quota", "used"):
+        if isinstance(params.get(key), int):
+            out[f"{key}_human"] = human_size(params[key])
+    return out
+
+
+def _refused(p: dict[str, Any]) -> str:
+    why = REFUSALS[p["reason"]].format_map(p)
+    return f"{why} The {plural(p['size'], 'byte')} {'is' if p['size'] == 1 else 'are'} discarded."
+
+
+def _wrong_protocol(p: dict[str, Any]) -> str:
+    where = f" Files are served over HTTP at {p['http']}/files/" if p.get("http") else ""
+    return f"This is the chat port, not HTTP.{where}"
+
+
+#: The words for every error code (docs/protocol.md, "Errors", lists the same codes).
+ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
+    "invalid_name": lambda p: _NAME_PROBLEMS[p["problem"]].format_map(p),
+    "name_taken": "The name {name} is taken.",
+    "timeout": "You did not choose a name in time. Goodbye.",
+    "not_registered": "Choose a name before using /{verb}.",
+    "not_here": "/{verb} is not available on this connection.",
+    "unknown_command": "Unknown command /{verb}. Try /help.",
+    "usage": "Usage: {usage}",
+    "no_such_user": "{name} is not here.",
+    "line_too_long": "Line too long (the limit is {limit} bytes); dropped.",
+    "wrong_protocol": _wrong_protocol,
+    "bad_session": "Unknown or expired session key.",
+    "attached": "A transfer connection only takes /send, /get and /files.",
+    "bad_header": lambda p: _HEADER_PROBLEMS[p["problem"]].format_map(p),
+    "too_large": "The file is too large: the limit is {limit} bytes ({limit_human}).",
+    "refused": _refused,
+    "crc_mismatch": (
+        "CRC-32 mismatch: you declared {expected}, the bytes have {actual}. Nothing was stored."
+    ),
+    "store_failed": "The server could not store the file.",
+    "no_such_file": "No file with id {file_id}.",
+    "bad_offset": "OFFSET is beyond the file's {size} bytes.",
+    "kicked": "You were kicked: {reason}",
+    "excess_flood": "Excess flood: you sent too much too fast.",
+    "nick_flood": lambda p: (
+        f"Too many name changes; try again in {plural(p['wait'], 'second')}."
+    ),
+    "too_much_input": "Too much input before choosing a name. Goodbye.",
+    "upload_stalled": lambda p: (
+        f"No upload data for {p['timeout']:g} seconds ({plural(p['missing'], 'byte')} "
+        "missing); the upload is discarded."
+    ),
+    "idle": "Disconnected after {limit:g} seconds without input.",
+    "internal": "Something went wrong on the server.",
+}
+
+
+def error_text(e: ev.Error) -> str:
+    """The words for an error: the server's own, or those it arrived with."""
+    if e.text is not None:
+        return e.text
+    words = ERRORS[e.code]
+    params = _humanised(e.params)
+    return words(params) if callable(words) else words.format_map(params)
 
 
 class JsonRenderer:
@@ -53,9 +121,10 @@ class JsonRenderer:
     echo_own = True
 
     def render(self, event: ev.Event, viewer: str | None = None) -> bytes:
-        return json.dumps(event.as_json(), ensure_ascii=False, separators=(",", ":")).encode(
-            "utf-8"
-        ) + CRLF
+        data = event.as_json()
+        if isinstance(event, ev.Error):
+            data["text"] = error_text(event)
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + CRLF
 
 
 class TextRenderer:
@@ -155,7 +224,7 @@ class TextRenderer:
     def _history(self, e: ev.History, viewer: str | None) -> str:
         if not e.messages:
             return "-- No messages yet."
-        lines = [f"-- Last {len(e.messages)} messages:"]
+        lines = [f"-- Last {plural(len(e.messages), 'message')}:"]
         lines.extend(self.text(m, viewer) for m in e.messages)
         lines.append("-- End of history.")
         return "\r\n".join(lines)
@@ -166,7 +235,7 @@ class TextRenderer:
         return "\r\n".join(lines)
 
     def _error(self, e: ev.Error, viewer: str | None) -> str:
-        return f"!! {e.text}"
+        return f"!! {error_text(e)}"
 
     def _help(self, e: ev.Help, viewer: str | None) -> str:
         width = max(len(u) for u, _ in e.commands)
@@ -183,7 +252,7 @@ class TextRenderer:
     def _files(self, e: ev.Files, viewer: str | None) -> str:
         if not e.files:
             return "-- No files shared yet."
-        lines = [f"-- {len(e.files)} recent files:"]
+        lines = [f"-- {plural(len(e.files), 'recent file')}:"]
         lines.extend(
             f"--   {f.file_id}  {f.name}  {human_size(f.size)}  by {f.uploader}  "
             f"{self.stamp(f.ts)}"
@@ -193,7 +262,7 @@ class TextRenderer:
 
     def _uploaded(self, e: ev.Uploaded, viewer: str | None) -> str:
         f = e.file
-        return f"-- Stored {f.name}: id {f.file_id}, {f.size} bytes, CRC-32 {f.crc32}."
+        return f"-- Stored {f.name}: id {f.file_id}, {plural(f.size, 'byte')}, CRC-32 {f.crc32}."
 
     def _fetch_hint(self, e: ev.FetchHint, viewer: str | None) -> str:
         f = e.file

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 
-# IAC (0xFF) commands: option negotiation takes one more byte, subnegotiation
-# runs to IAC SE. 0xFF never occurs in UTF-8, so this cannot eat real text.
-_TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].?|.?)", re.DOTALL)
+# IAC (0xFF) commands (RFC 854): option negotiation (WILL/WONT/DO/DONT) takes
+# one more byte, subnegotiation runs to IAC SE, the others (NOP ... GA) stand
+# alone. A 0xFF followed by anything else is not telnet: it stays, and decodes
+# to U+FFFD, so ``b\xffb`` is never read as ``b``.
+_TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].|[\xf0-\xf9])", re.DOTALL)
 
 _CONTROL = re.compile(
     r"""

@@ -20,8 +20,9 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from chat.config import Config, ConfigError
+from chat.files import FileService
 from chat.http import site
-from chat.protocol import ChatFactory, State
+from chat.protocol import ChatFactory
 from chat.service import ChatService
 from chat.store import Store, ThreadExecutor
 from chat.transfer import FileStore
@@ -47,10 +48,13 @@ def build_factory(
     store: Store,
     pool: ThreadPool | None = None,
     call_from_thread: Any = None,
+    *,
+    coalesce: bool = False,
 ) -> ChatFactory:
-    """The chat stack over an opened store: file store, chat service, factory.
+    """The chat stack over an opened store: file store, chat and file services, factory.
 
-    Without a pool, uploads are written synchronously (the in-memory tests).
+    Without a pool, uploads are written synchronously, and without
+    ``coalesce`` every event is delivered at once (the in-memory tests).
     """
     files = FileStore(
         config.data_path,
@@ -69,8 +73,9 @@ def build_factory(
         replay=config.history.replay,
         history_max=config.history.max,
         public_base=config.public_base(),
+        coalesce=coalesce,
     )
-    return ChatFactory(service, files, config, clock)
+    return ChatFactory(service, FileService(files, store, service, clock), config, clock)
 
 
 #: Seconds that connections get to take their last lines at shutdown.
@@ -113,7 +118,8 @@ class ChatServer(service.MultiService):
         self._upload_pool = ThreadPool(minthreads=0, maxthreads=16, name="chat-uploads")
         self._upload_pool.start()
         self.factory = build_factory(
-            config, self.reactor, store, self._upload_pool, self.reactor.callFromThread
+            config, self.reactor, store, self._upload_pool, self.reactor.callFromThread,
+            coalesce=True,
         )
         self.store, self.service = store, self.factory.service
         chat = StreamServerEndpointService(self.chat_endpoint, self.factory)
@@ -121,7 +127,7 @@ class ChatServer(service.MultiService):
         chat.setName("chat")
         chat.setServiceParent(self)
         if self.http_endpoint is not None:
-            http_site = site(store, self.factory.files, self.reactor)
+            http_site = site(self.factory.files, self.reactor)
             http_site.noisy = False
             web = StreamServerEndpointService(self.http_endpoint, http_site)
             web._raiseSynchronously = True
@@ -172,13 +178,11 @@ class ChatServer(service.MultiService):
     def stopService(self) -> Any:
         assert self.factory is not None and self.service is not None and self.store is not None
         self.service.notice("The server is going down.")
-        yield self.factory.files.abort_all("server stopping")
+        yield self.factory.files.store.abort_all("server stopping")
         for conn in list(self.factory.connections):
-            if conn.state is not State.CLOSED:
-                if conn.user is not None and conn.user.peer is conn:
-                    self.service.leave(conn.user, "server shutting down")
-                conn.disconnect("server shutting down")
+            conn.disconnect("server shutting down")
         yield super().stopService()
+        yield self.service.delivery.drain()
         yield self._closed_or_cut(CLOSE_GRACE)
         yield self.store.close()
         self._stop_threads()

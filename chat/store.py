@@ -4,9 +4,14 @@ The database is opened synchronously at start-up, which also loads the recent
 history into memory: replays and ``/history`` are answered from there and
 never wait on the disk. Afterwards every statement runs through an *executor*,
 a single worker thread in the server (so statements keep their order) and a
-synchronous call in unit tests. New history is batched: everything said in
-one reactor turn becomes one transaction. A failed write is logged and
-retried, never dropped.
+synchronous call in unit tests. ``commit`` writes one delivery batch (its
+messages and the highest event id handed out) as one transaction; the chat
+delivers the batch only once that has committed (see ``chat.delivery``).
+
+The journal is WAL with ``synchronous=NORMAL``: a commit survives the
+process being killed (``kill -9``, the OOM killer) the moment it returns; a
+power loss or kernel crash may lose the transactions of the last moments
+before it (those not yet checkpointed), never the database's integrity.
 """
 
 from __future__ import annotations
@@ -54,8 +59,6 @@ _KINDS: dict[str, type[ev.Message] | type[ev.Action]] = {
     "action": ev.Action,
 }
 
-RETRY_DELAY = 1.0
-
 
 def synchronous(fn: Callable[[], T]) -> defer.Deferred[T]:
     """The executor for tests: run now, on the calling thread."""
@@ -93,9 +96,6 @@ class Store:
         self._clock = clock
         self._run = executor
         self._recent: deque[ev.Event] = deque(maxlen=max(keep, 1))
-        self._pending: list[ev.Event] = []
-        self._flush_call: Any = None
-        self._flushing: defer.Deferred[None] | None = None
         self._last_id = 0
         self._db: sqlite3.Connection | None = None
         self.upload_totals: dict[str, int] = {}
@@ -124,16 +124,14 @@ class Store:
         self._db = db
 
     def close(self) -> defer.Deferred[None]:
-        """Write what is buffered, then close the database."""
-        d = self.flush()
+        """Close the database once the statements queued before have run."""
 
-        def closed(_: object) -> None:
+        def closed() -> None:
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
-        d.addCallback(lambda _: self._run(lambda: closed(None)))
-        return d
+        return self._run(closed)
 
     # --- history ---
 
@@ -141,12 +139,13 @@ class Store:
         self._last_id += 1
         return self._last_id
 
+    def last_id(self) -> int:
+        """The highest event id handed out so far."""
+        return self._last_id
+
     def remember(self, event: ev.Event) -> None:
-        """Keep a historic event in memory and queue it for the database."""
+        """Keep a historic event for replays (``commit`` writes it)."""
         self._recent.append(event)
-        self._pending.append(event)
-        if self._flush_call is None and self._flushing is None:
-            self._flush_call = self._clock.callLater(0, self._flush_soon)
 
     def recent(self, n: int) -> list[ev.Event]:
         """The last ``n`` historic events, oldest first."""
@@ -155,70 +154,25 @@ class Store:
         items = list(self._recent)
         return items[-n:]
 
-    def _flush_soon(self) -> None:
-        self._flush_call = None
-        self.flush()
+    def commit(self, events: Iterable[ev.Event], last_id: int) -> defer.Deferred[None]:
+        """Write ``events`` and the id high-water mark in one transaction."""
+        rows = [(e.id, e.ts, e.type, e.sender, e.text) for e in events]  # type: ignore[attr-defined]
 
-    def flush(self) -> defer.Deferred[None]:
-        """Write every pending event; fires when they are on disk."""
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
-        if self._flushing is not None:
-            return self._after_flush_in_flight()
-        batch, self._pending = self._pending, []
-        last_id = self._last_id
-        if not batch:
-            return self._run(lambda: self._write_meta(last_id))
-        self._flushing = self._run(lambda: self._write(batch, last_id))
-        self._flushing.addErrback(self._write_failed, batch)
-        self._flushing.addBoth(self._flush_done)
-        return self._flushing
+        def write() -> None:
+            assert self._db is not None
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO history (id, ts, kind, sender, text) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)",
+                    (str(last_id),),
+                )
 
-    def _after_flush_in_flight(self) -> defer.Deferred[None]:
-        assert self._flushing is not None
-        d: defer.Deferred[None] = defer.Deferred()
-
-        def again(result: object) -> object:
-            self.flush().chainDeferred(d)
-            return result
-
-        self._flushing.addBoth(again)
-        return d
-
-    def _flush_done(self, result: object) -> None:
-        self._flushing = None
-
-    def _write_failed(self, failure: Any, batch: list[ev.Event]) -> None:
-        self.log.failure(
-            "Writing {n} history events failed; retrying in {delay}s",
-            failure,
-            n=len(batch),
-            delay=RETRY_DELAY,
-        )
-        self._pending[:0] = batch
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(RETRY_DELAY, self._flush_soon)
-
-    def _write(self, batch: Iterable[ev.Event], last_id: int) -> None:
-        assert self._db is not None
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO history (id, ts, kind, sender, text) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(e.id, e.ts, e.type, e.sender, e.text) for e in batch],  # type: ignore[attr-defined]
-            )
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (str(last_id),)
-            )
-
-    def _write_meta(self, last_id: int) -> None:
-        if self._db is None:
-            return
-        self._db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)", (str(last_id),)
-        )
+        return self._run(write)
 
     # --- files ---
 

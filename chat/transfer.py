@@ -1,4 +1,4 @@
-"""Moving files: the SEND header, upload sinks, downloads and the file store.
+"""Moving files: upload sinks, the file store, and counting what moves.
 
 An upload streams into a temporary file under ``DATA/tmp``, read from its
 socket by a pump thread (or handed over by the reactor where that cannot be),
@@ -8,18 +8,16 @@ stays flat whatever the size. When the last byte is in, the workers fsync,
 check the CRC and rename the file into ``DATA/files/ID``. Anything else (a
 short upload, a CRC mismatch, a write error, a server stop) deletes the
 temporary file, so the store only ever holds complete files. Downloads are
-read by producers, so a slow reader slows only itself.
+read by producers, so a slow reader slows only itself. ``FileStore`` says why
+an upload cannot be taken as an ``Error`` holding a code and its values.
 """
 
 from __future__ import annotations
 
-import ctypes
-import enum
 import hashlib
 import os
 import re
 import secrets
-import select
 import shutil
 import threading
 import zlib
@@ -37,7 +35,7 @@ from twisted.protocols.basic import FileSender
 from twisted.python.threadpool import ThreadPool
 
 from chat import events as ev
-from chat.render import human_size
+from chat.pump import Pump, Pumped, PumpEnd, SerialWorker, bulk_priority, write_behind
 from chat.sanitize import for_log
 
 #: Pause reading an upload's connection above this many queued bytes.
@@ -49,130 +47,33 @@ PUMP_BUFFERS = 8
 PUMP_BUFFER_BYTES = 512 * 1024
 #: Start writing an upload back to disk every this many bytes.
 WRITE_BEHIND = 8 * 1024 * 1024
-#: The nice value of threads that move file data (see ``bulk_priority``).
-BULK_NICENESS = 10
 #: At most this many uploads are pumped at once; more go through the reactor.
 MAX_PUMPS = 8
 
-_SIZE = re.compile(r"[0-9]{1,20}")
-_CRC = re.compile(r"[0-9A-Fa-f]{8}")
 _NAME_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-class HeaderError(ValueError):
-    """A malformed SEND header: its size is unknown, so nothing is read raw."""
+def decode_file_name(token: str) -> tuple[str, None] | tuple[None, dict[str, str]]:
+    """``(name, None)`` for an acceptable percent-encoded name, else ``(None, why)``.
 
-
-@dataclass(frozen=True)
-class SendRequest:
-    name_token: str
-    size: int
-    crc32: int | None
-
-
-def parse_send_header(args: str) -> SendRequest:
-    """Parse the arguments of ``/send NAME SIZE [CRC32]``."""
-    parts = args.split(" ")
-    if len(parts) not in (2, 3) or not parts[0]:
-        raise HeaderError("Usage: /send NAME SIZE [CRC32] (NAME percent-encoded, SIZE in bytes)")
-    name, size, *crc = parts
-    if not _SIZE.fullmatch(size):
-        raise HeaderError(f"SIZE must be a decimal number of bytes, not {size!r}.")
-    if crc and not _CRC.fullmatch(crc[0]):
-        raise HeaderError(f"CRC32 must be exactly 8 hex digits, not {crc[0]!r}.")
-    return SendRequest(name, int(size), int(crc[0], 16) if crc else None)
-
-
-def decode_file_name(token: str) -> tuple[str | None, str | None]:
-    """``(name, None)`` for an acceptable percent-encoded name, else ``(None, why)``."""
+    ``why`` holds the ``reason`` of a ``refused`` error (``name_utf8``,
+    ``name_dots``, ``name_chars``, ``name_long``) and the values it names.
+    """
     try:
         name = unquote(token, errors="strict")
     except UnicodeDecodeError:
-        return None, "The file name is not valid UTF-8 once percent-decoded."
+        return None, {"reason": "name_utf8"}
     if name in (".", ".."):
-        return None, f"{name!r} is not a file name."
+        return None, {"reason": "name_dots", "name": name}
     if _NAME_FORBIDDEN.search(name):
-        return None, "A file name cannot hold '/', '\\' or control characters."
+        return None, {"reason": "name_chars"}
     if len(name.encode("utf-8")) > 255:
-        return None, "A file name is at most 255 bytes long."
+        return None, {"reason": "name_long"}
     return name, None
 
 
 def crc_hex(crc: int) -> str:
     return f"{crc & 0xFFFFFFFF:08x}"
-
-
-_thread_state = threading.local()
-
-
-def bulk_priority() -> None:
-    """Lower this thread's CPU priority (once): chat on the reactor thread goes first.
-
-    On a busy machine an upload then takes the CPU that chat leaves, instead
-    of adding milliseconds to every message. Linux only (per-thread nice).
-    """
-    if getattr(_thread_state, "bulk", False):
-        return
-    _thread_state.bulk = True
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
-    except (AttributeError, OSError):
-        pass
-
-
-class SerialWorker:
-    """Runs submitted callables in order, one at a time, on a thread pool.
-
-    Without a pool (unit tests) it runs them at once on the calling thread.
-    """
-
-    def __init__(
-        self, pool: ThreadPool | None, call_from_thread: Callable[..., Any] | None = None
-    ) -> None:
-        self._pool = pool
-        self._call = call_from_thread or (lambda f, *a: f(*a))
-        self._queue: deque[Callable[[], None]] = deque()
-        self._lock = threading.Lock()
-        self._running = False
-
-    def submit(self, fn: Callable[[], None]) -> None:
-        if self._pool is None:
-            fn()
-            return
-        with self._lock:
-            self._queue.append(fn)
-            if self._running:
-                return
-            self._running = True
-        self._pool.callInThread(self._drain)
-
-    def run(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
-        """Submit ``fn`` and get its result back on the reactor thread."""
-        d: defer.Deferred[Any] = defer.Deferred()
-
-        def job() -> None:
-            try:
-                result = fn()
-            except BaseException as e:  # handed to the Deferred, not lost
-                self._call(d.errback, e)
-            else:
-                self._call(d.callback, result)
-
-        self.submit(job)
-        return d
-
-    def call_from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._call(fn, *args)
-
-    def _drain(self) -> None:
-        bulk_priority()
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._running = False
-                    return
-                fn = self._queue.popleft()
-            fn()
 
 
 @dataclass
@@ -276,7 +177,7 @@ class Upload(Sink):
         self._paused = False
         self._error: OSError | None = None
         self._closed = False
-        self._pump: _Pump | None = None
+        self._pump: Pump | None = None
 
     @property
     def pumping(self) -> bool:
@@ -309,7 +210,7 @@ class Upload(Sink):
         assert self._pump is None
         done: defer.Deferred[Pumped] = defer.Deferred()
         try:
-            pump = _Pump(fd, size, stall_timeout)
+            pump = Pump(fd, size, stall_timeout)
         except OSError:
             os.close(fd)
             raise
@@ -355,6 +256,7 @@ class Upload(Sink):
 
     def abort(self, why: str) -> defer.Deferred[None]:
         """Stop the pump, delete the temporary file; log once it is gone."""
+        self._files.end_upload(self)
 
         def logged(result: object) -> object:
             t = self.transfer
@@ -392,7 +294,7 @@ class Upload(Sink):
             for start in range(0, len(chunks), 512):
                 self._store(chunks[start : start + 512])
 
-    def _run_pump(self, pump: _Pump) -> Pumped:
+    def _run_pump(self, pump: Pump) -> Pumped:
         free: deque[bytearray] = deque(bytearray(PUMP_BUFFER_BYTES) for _ in range(PUMP_BUFFERS))
 
         def give_back(buffer: bytearray) -> None:
@@ -501,80 +403,6 @@ class Upload(Sink):
         return Stored(self.file_id, self.transfer.size, crc_hex(crc), sha256)
 
 
-class PumpEnd(enum.Enum):
-    """Why a pump stopped reading."""
-
-    COMPLETE = "all bytes read"
-    EOF = "the client closed the connection"
-    ERROR = "reading the socket failed"
-    STALLED = "no data for the stall timeout"
-    STOPPED = "stopped by the server"
-
-
-@dataclass(frozen=True)
-class Pumped:
-    received: int
-    end: PumpEnd
-
-
-class _Pump:
-    """A pump's socket, its wake-up pipe and its stop flag."""
-
-    def __init__(self, fd: int, size: int, stall_timeout: float) -> None:
-        self.fd = fd
-        self.size = size
-        self.stopped = False
-        self.after_queued_writes = False
-        self.exited: defer.Deferred[None] = defer.Deferred()
-        #: Guards the wake-up pipe: never write to a number closed (and reused).
-        self._closing = threading.Lock()
-        self._closed = False
-        self._stall_ms = max(1, int(stall_timeout * 1000))
-        self._wake_r, self._wake_w = os.pipe()
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN)
-        self._poll.register(self._wake_r, select.POLLIN)
-
-    def stop(self) -> None:
-        """From any thread: make the pump end at its next step."""
-        self.stopped = True
-        with self._closing:
-            if not self._closed:
-                os.write(self._wake_w, b"x")
-
-    def wait_readable(self) -> PumpEnd | None:
-        """None once the socket has data (or an error or EOF); else why the pump ends."""
-        if self.stopped:
-            return PumpEnd.STOPPED
-        events = dict(self._poll.poll(self._stall_ms))
-        if self.stopped or self._wake_r in events:
-            return PumpEnd.STOPPED
-        return None if events else PumpEnd.STALLED
-
-    def close(self) -> None:
-        with self._closing:
-            self._closed = True
-            for fd in (self.fd, self._wake_r, self._wake_w):
-                os.close(fd)
-
-
-def _sync_file_range() -> Callable[[int, int, int], None]:
-    """``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)`` where Linux has it."""
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return lambda fd, offset, n: None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-
-    def start_writeback(fd: int, offset: int, n: int) -> None:
-        call(fd, offset, n, 2)  # SYNC_FILE_RANGE_WRITE: start, do not wait
-
-    return start_writeback
-
-
-write_behind = _sync_file_range()
-
-
 class Counting:
     """Wraps a consumer (a transport, a web request) to count what a Transfer sends.
 
@@ -648,14 +476,14 @@ class FileStore:
         finally:
             os.close(fd)
 
-    def too_large(self, size: int) -> str | None:
+    def too_large(self, size: int) -> ev.Error | None:
+        """``too_large`` (naming the limit) if no upload of ``size`` bytes can ever be taken."""
         if size > self.max_upload:
-            return (f"The file is too large: the limit is {self.max_upload} bytes "
-                    f"({human_size(self.max_upload)}).")
+            return ev.error("too_large", "send", limit=self.max_upload)
         return None
 
-    def refusal(self, size: int, uploaded_so_far: int, user: str = "") -> str | None:
-        """Why a well-formed upload of ``size`` bytes cannot be stored now.
+    def refusal(self, size: int, uploaded_so_far: int, user: str = "") -> ev.Error | None:
+        """Why a well-formed upload of ``size`` bytes cannot be stored now (``refused``).
 
         Uploads still streaming in count too: against the user's quota in
         full, against free disk space for the bytes they have yet to write.
@@ -663,11 +491,12 @@ class FileStore:
         in_flight = [u.transfer for u in self.uploads]
         used = uploaded_so_far + sum(t.size for t in in_flight if t.user.lower() == user.lower())
         if self.user_quota and used + size > self.user_quota:
-            return (f"Your upload quota of {human_size(self.user_quota)} would be exceeded "
-                    f"({human_size(used)} used).")
+            return ev.error(
+                "refused", "send", reason="quota", size=size, quota=self.user_quota, used=used
+            )
         free = shutil.disk_usage(self.root).free - sum(t.size - t.done for t in in_flight)
         if size + self.disk_margin > free:
-            return f"Not enough disk space on the server for {human_size(size)}."
+            return ev.error("refused", "send", reason="disk", size=size)
         return None
 
     def may_pump(self) -> bool:
@@ -686,12 +515,16 @@ class FileStore:
         self.active.pop(id(upload.transfer), None)
         self.uploads.discard(upload)
 
-    def send_file(
-        self, info: ev.FileInfo, offset: int, consumer: IConsumer, user: str
-    ) -> defer.Deferred[Any]:
-        """Stream a stored file from ``offset`` into ``consumer``."""
+    def open_file(self, info: ev.FileInfo, offset: int) -> Any:
+        """A stored file, open and at ``offset`` (``OSError`` if it is gone)."""
         f = open(self.path(info.file_id), "rb")
         f.seek(offset)
+        return f
+
+    def send_file(
+        self, f: Any, info: ev.FileInfo, offset: int, consumer: IConsumer, user: str
+    ) -> defer.Deferred[Any]:
+        """Stream the open file ``f`` (from ``open_file``) into ``consumer``; close it after."""
         transfer = Transfer(user, info.name, "down", info.size - offset, self.clock.seconds())
         self.active[id(transfer)] = transfer
         sender = FileSender()
@@ -708,6 +541,4 @@ class FileStore:
     def abort_all(self, why: str) -> defer.Deferred[Any]:
         """Discard every upload in progress (server shutdown)."""
         aborts = [u.abort(why) for u in list(self.uploads)]
-        for u in list(self.uploads):
-            self.end_upload(u)
         return defer.DeferredList(aborts, consumeErrors=True)

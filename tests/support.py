@@ -107,15 +107,21 @@ def relaxed_config() -> Config:
     return config
 
 
-def memory_server(tmp_path: Path, config: Config | None = None) -> MemoryServer:
-    """The whole stack in memory; ``relaxed_config()`` unless a config is given."""
+def memory_server(
+    tmp_path: Path, config: Config | None = None, *, coalesce: bool = False
+) -> MemoryServer:
+    """The whole stack in memory; ``relaxed_config()`` unless a config is given.
+
+    With ``coalesce``, a turn's output is delivered when the clock advances
+    (as on the reactor); without it, every event is delivered at once.
+    """
     config = config or relaxed_config()
     config.server.data_dir = str(tmp_path)
     clock = task.Clock()
     clock.advance(1_700_000_000)
     store = Store(tmp_path / "chat.sqlite3", clock, config.history.max)
     store.open()
-    factory = build_factory(config, clock, store)
+    factory = build_factory(config, clock, store, coalesce=coalesce)
     return MemoryServer(factory, clock, store, config)
 
 

@@ -273,7 +273,7 @@ def console_on(mem: MemoryServer, **kw: float) -> tuple[Console, FakeScreen, lis
     stops: list[str] = []
     console = Console(ConsoleSettings(**kw), mem.clock, stop=lambda: stops.append("stop"))
     screen = FakeScreen()
-    sources = Sources(mem.service, mem.factory.files, {}, mem.clock.seconds())
+    sources = Sources(mem.service, mem.factory.files.store, {}, mem.clock.seconds())
     console.attach(sources, screen)
     mem.clock.advance(0)
     return console, screen, stops
@@ -309,7 +309,7 @@ def test_transfers_in_flight_are_listed(tmp_path: Path) -> None:
     mem = memory_server(tmp_path)
     _console, screen, _ = console_on(mem)
     t = Transfer("carol", "movie.mkv", "down", 4 * 1024**2, mem.clock.seconds())
-    mem.factory.files.active[id(t)] = t
+    mem.factory.files.store.active[id(t)] = t
     mem.clock.advance(2)
     t.done = 1024**2
     mem.clock.advance(1)
@@ -460,7 +460,7 @@ def test_log_lines_go_to_the_view_and_the_file_scrubbed(tmp_path: Path) -> None:
     log.info("before the view: {x}", x="early")
     assert "before the view: early" in fallback.getvalue()
     screen = FakeScreen()
-    console.attach(Sources(mem.service, mem.factory.files, {}, 0.0), screen,
+    console.attach(Sources(mem.service, mem.factory.files.store, {}, 0.0), screen,
                    tmp_path / "server.log")
     log.info("{name} joined", name="eve\x1b[2J\x1b]0;pwned\x07\nforged line")
     mem.clock.advance(1)
@@ -512,7 +512,7 @@ def test_console_costs_a_small_fraction_of_throughput(tmp_path: Path) -> None:
         if with_console:
             console = Console(ConsoleSettings(), mem.clock)
             screen = Screen(lambda data: None, lambda: (160, 50))
-            console.attach(Sources(mem.service, mem.factory.files, {}, 0.0), screen)
+            console.attach(Sources(mem.service, mem.factory.files.store, {}, 0.0), screen)
             spent = [0.0]
             draw = console.draw
 

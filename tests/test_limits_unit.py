@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
 from chat import events as ev
 from chat.config import Config
-from chat.protocol import ChatProtocol
+from chat.protocol import ChatProtocol, State
 from chat.render import JsonRenderer
 from chat.store import Store
 from tests.support import Conn, MemoryServer, memory_server
@@ -47,7 +48,7 @@ def test_burst_then_steady_rate_nothing_lost(tmp_path: Path) -> None:
     a, b = pair(mem)
     a.feed(b"".join(f"line {i}\n".encode() for i in range(30)))
     assert said(b) == [f"line {i}" for i in range(5)]  # the burst, at once
-    assert a.proto.paused
+    assert a.transport.producerState == "paused"
     mem.clock.advance(0.49)
     assert said(b) == []
     mem.clock.advance(0.01)
@@ -57,7 +58,7 @@ def test_burst_then_steady_rate_nothing_lost(tmp_path: Path) -> None:
         mem.clock.advance(0.5)
         got += said(b)
     assert got == [f"line {i}" for i in range(5, 30)]  # late, in order, none lost
-    assert not a.transport.disconnecting and not a.proto.paused
+    assert not a.transport.disconnecting and a.transport.producerState == "producing"
 
 
 def test_long_lines_cost_more(tmp_path: Path) -> None:
@@ -106,7 +107,7 @@ def test_upload_bytes_are_not_counted(tmp_path: Path) -> None:
     assert not a.transport.disconnecting
     mem.clock.advance(5)
     assert "after" in said(b)
-    stored = list(mem.factory.files.files_dir.iterdir())
+    stored = list(mem.factory.files.store.files_dir.iterdir())
     assert len(stored) == 1 and stored[0].read_bytes() == data
 
 
@@ -156,10 +157,10 @@ class SlowTransport:
 def test_soft_limit_pauses_the_clients_own_commands(tmp_path: Path) -> None:
     mem = server(tmp_path, flood_burst=100)
     a, b = pair(mem)
-    a.proto.output_paused(True)  # what the transport reports over the soft limit
+    a.transport.producer.pauseProducing()  # what the transport does over the soft limit
     a.feed(b"/history\n/who\nhi\n")
     assert said(b) == []
-    a.proto.output_paused(False)
+    a.transport.producer.resumeProducing()
     assert said(b) == ["hi"]
 
 
@@ -169,16 +170,16 @@ def test_send_queue_cap_cuts_a_reader_that_never_reads(tmp_path: Path) -> None:
     a, b, c = mem.user("alice"), mem.user("bob"), mem.user("carol")
     mem.clock.advance(10)
     SlowTransport.install(b)
-    b.proto.output_paused(True)
+    b.transport.producer.pauseProducing()
     c.take()
     line = b"m" * 1000 + b"\n"
     sent = 0
-    while not b.proto._cut:
+    while b.proto.state is not State.CLOSED:
         a.feed(line)
         sent += 1
+        mem.clock.advance(0)  # the cut comes at the end of the turn
         assert sent < 200
     assert 90 <= sent <= 101  # about 100 000 bytes queued, not more
-    mem.clock.advance(0)
     assert b.transport.disconnecting
     out = c.lines()
     assert len([ln for ln in out if "<alice>" in ln]) == sent  # others got everything
@@ -345,8 +346,8 @@ def test_stalled_upload_is_timed_out_and_discarded(tmp_path: Path) -> None:
     err = a.lines()[-1]
     assert err.startswith("!! No upload data for 60 seconds (500 bytes missing)")
     a.close()
-    assert list(mem.factory.files.tmp_dir.iterdir()) == []
-    assert list(mem.factory.files.files_dir.iterdir()) == []
+    assert list(mem.factory.files.store.tmp_dir.iterdir()) == []
+    assert list(mem.factory.files.store.files_dir.iterdir()) == []
     assert "shared" not in "".join(b.lines())
 
 
@@ -374,23 +375,26 @@ def test_user_text_cannot_forge_log_lines(tmp_path: Path) -> None:
 # --- history writes that fail ---
 
 
-def test_failed_history_writes_are_retried(tmp_path: Path) -> None:
+def test_failed_history_writes_hold_delivery_and_are_retried(tmp_path: Path) -> None:
+    """Delivered means stored: a message the database refused reaches no one until it is in."""
     mem = server(tmp_path)
     store: Store = mem.store
-    real_write = store._write
+    real_run = store._run
     failures = [OSError("disk I/O error")]
 
-    def flaky(batch: Any, last_id: int) -> None:
+    def flaky(fn: Any) -> Any:
         if failures:
-            raise failures.pop()
-        real_write(batch, last_id)
+            return defer.fail(failures.pop())
+        return real_run(fn)
 
-    store._write = flaky  # type: ignore[method-assign]
-    a = mem.user("alice")
-    a.line("keep me")
-    mem.clock.advance(0)  # the first write fails ...
+    store._run = flaky  # type: ignore[method-assign]
+    a, b = mem.user("alice"), mem.user("bob")
+    b.take()
+    a.line("keep me")  # the write fails ...
     assert not failures
-    mem.clock.advance(1)  # ... and is retried
+    assert said(b) == []  # ... so bob has not seen it
+    mem.clock.advance(1)  # ... it is retried
+    assert said(b) == ["keep me"]
     again = memory_server(tmp_path)
     c = again.user("carol", mode="json")
     c.line("/history")

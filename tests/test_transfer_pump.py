@@ -24,15 +24,12 @@ from twisted.internet import defer, task
 from twisted.python.threadpool import ThreadPool
 
 from chat import transfer as transfer_module
+from chat.pump import BULK_NICENESS, Pumped, PumpEnd, SerialWorker
 from chat.transfer import (
-    BULK_NICENESS,
     PUMP_BUFFER_BYTES,
     PUMP_BUFFERS,
     WRITE_BEHIND,
     FileStore,
-    Pumped,
-    PumpEnd,
-    SerialWorker,
     Stored,
     Upload,
 )

@@ -22,8 +22,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.basic import FileSender
 
 from chat import transfer as transfer_module
-from chat.render import human_size
-from chat.transfer import HeaderError, Upload, decode_file_name, parse_send_header
+from chat import wire
+from chat.transfer import Upload, decode_file_name
+from chat.units import human_size
 from tests.support import Conn, MemoryServer, memory_server, relaxed_config
 
 
@@ -46,18 +47,18 @@ def rows(mem: MemoryServer) -> list[tuple[Any, ...]]:
 
 
 def stored(mem: MemoryServer) -> list[str]:
-    return sorted(p.name for p in mem.factory.files.files_dir.iterdir())
+    return sorted(p.name for p in mem.factory.files.store.files_dir.iterdir())
 
 
 def temporaries(mem: MemoryServer) -> list[str]:
-    return sorted(p.name for p in mem.factory.files.tmp_dir.iterdir())
+    return sorted(p.name for p in mem.factory.files.store.tmp_dir.iterdir())
 
 
 def assert_no_trace(mem: MemoryServer) -> None:
     assert rows(mem) == []
     assert stored(mem) == []
     assert temporaries(mem) == []
-    assert mem.factory.files.uploads == set()
+    assert mem.factory.files.store.uploads == set()
 
 
 def pump(conn: Conn) -> None:
@@ -96,24 +97,32 @@ def session_key(conn: Conn) -> str:
 
 
 def test_parse_send_header_accepts_the_three_forms() -> None:
-    assert parse_send_header("a.txt 0").size == 0
-    r = parse_send_header("my%20file 12345 DEADbeef")
-    assert (r.name_token, r.size, r.crc32) == ("my%20file", 12345, 0xDEADBEEF)
-    assert parse_send_header("a " + "9" * 20).size == 10**20 - 1
+    assert wire.Send.parse("a.txt 0").size == 0
+    r = wire.Send.parse("my%20file 12345 DEADbeef")
+    assert (r.name, r.size, r.crc32) == ("my%20file", 12345, 0xDEADBEEF)
+    assert wire.Send.parse("a " + "9" * 20).size == 10**20 - 1
+
+
+@pytest.mark.parametrize("digits", ["1" + "0" * 20, "1" + "0" * 30, "0" * 50 + "7", "9" * 5000])
+def test_any_run_of_ascii_digits_is_a_size(digits: str) -> None:
+    """However long: a size over the limit is too_large, never a malformed header."""
+    size = wire.Send.parse(f"a.txt {digits}").size
+    assert size == (int(digits) if len(digits) < 4000 else 10**4000)
 
 
 @pytest.mark.parametrize(
     "args",
     [
         "a.txt +5", "a.txt 5_000", "a.txt \u0665", "a.txt \uff15", "a.txt -5", "a.txt 5.0",
-        "a.txt 0x5", "a.txt 5 ", "a.txt", "", "a.txt 1" + "0" * 20, "a.txt 5 1234567",
+        "a.txt 0x5", "a.txt 5 ", "a.txt", "", "a.txt 5 1234567",
         "a.txt 5 123456789", "a.txt 5 1234567g", "a.txt 5 +1234567", "a.txt 5 0000000\u0665",
         "a.txt 5 deadbeef extra", "a.txt \u00b2",
     ],
 )
 def test_parse_send_header_refuses(args: str) -> None:
-    with pytest.raises(HeaderError):
-        parse_send_header(args)
+    with pytest.raises(wire.CommandError) as refused:
+        wire.Send.parse(args)
+    assert refused.value.code == "bad_header"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +171,7 @@ def test_one_stream_at_every_chunk_size(tmp_path: Path) -> None:
         ):
             f = e["file"]
             assert (f["size"], f["crc32"]) == (len(data), crc(data)), size
-            assert mem.factory.files.path(f["file_id"]).read_bytes() == data, size
+            assert mem.factory.files.store.path(f["file_id"]).read_bytes() == data, size
         seen = bob.lines()
         said = [ln.split("> ", 1)[1] for ln in seen if "<alice>" in ln]
         assert said == ["after a", "after empty", "after b"], (size, seen)
@@ -187,7 +196,7 @@ def test_upload_is_stored_by_id_with_a_record(mem: MemoryServer) -> None:
     assert (info["size"], info["crc32"]) == (len(data), crc(data))
     assert info["sha256"] == hashlib.sha256(data).hexdigest()
     assert stored(mem) == [file_id]
-    assert mem.factory.files.path(file_id).read_bytes() == data
+    assert mem.factory.files.store.path(file_id).read_bytes() == data
     assert temporaries(mem) == []
     assert rows(mem) == [(
         file_id, "my notes été%20.txt", len(data), crc(data), hashlib.sha256(data).hexdigest(),
@@ -206,7 +215,7 @@ def test_upload_is_stored_by_id_with_a_record(mem: MemoryServer) -> None:
 def test_uploads_are_answered_in_the_order_they_were_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A store that finishes the second upload first must not reorder the replies."""
+    """The second upload (and the line after it) waits until the first is answered."""
     mem = memory_server(tmp_path)
     alice, bob = people(mem, "alice:json", "bob:json")
     gates: list[defer.Deferred[Any]] = []
@@ -217,15 +226,23 @@ def test_uploads_are_answered_in_the_order_they_were_sent(
         gates.append(gate)
         return gate.addCallback(lambda _: real_finish(self))
 
+    def seen(conn: Conn) -> list[str]:
+        return [e["file"]["name"] if e["type"] == "uploaded" else e.get("name") or e["text"]
+                for e in conn.events() if e["type"] in ("uploaded", "file", "message")]
+
     monkeypatch.setattr(Upload, "finish", slow_finish)
     upload(alice, "first.txt", b"1")
     upload(alice, "second.txt", b"2")
-    gates[1].callback(None)
-    assert [e for e in alice.events() if e["type"] == "uploaded"] == []
+    alice.line("after both")
+    assert len(gates) == 1  # the second is read but not acted on
+    assert seen(alice) == seen(bob) == []
     gates[0].callback(None)
-    names = [e["file"]["name"] for e in alice.events() if e["type"] == "uploaded"]
-    assert names == ["first.txt", "second.txt"]
-    assert [e["name"] for e in bob.events() if e["type"] == "file"] == names
+    assert len(gates) == 2
+    assert seen(alice) == ["first.txt", "first.txt"]  # uploaded, then its own file notice
+    assert seen(bob) == ["first.txt"]
+    gates[1].callback(None)
+    assert seen(alice) == ["second.txt", "second.txt", "after both"]
+    assert seen(bob) == ["second.txt", "after both"]
 
 
 def test_two_uploads_of_one_name_are_two_files(mem: MemoryServer) -> None:
@@ -241,8 +258,8 @@ def test_two_uploads_of_one_name_are_two_files(mem: MemoryServer) -> None:
         (e,) = [e for e in conn.events() if e["type"] == "uploaded"]
         ids[who] = e["file"]["file_id"]
     assert ids["alice"] != ids["bob"]
-    assert mem.factory.files.path(ids["alice"]).read_bytes() == b"aaaAAA"
-    assert mem.factory.files.path(ids["bob"]).read_bytes() == b"bbbBBB"
+    assert mem.factory.files.store.path(ids["alice"]).read_bytes() == b"aaaAAA"
+    assert mem.factory.files.store.path(ids["bob"]).read_bytes() == b"bbbBBB"
     assert sorted(r[5] for r in rows(mem)) == ["alice", "bob"]
 
 
@@ -265,7 +282,7 @@ def test_chat_flows_to_and_around_an_uploader(mem: MemoryServer) -> None:
     assert any(ln.endswith("<bob> while you upload") for ln in carol.lines())
     assert alice.proto.state.value == "raw"
     alice.feed(b"67890done\n")
-    assert mem.factory.files.path(rows(mem)[0][0]).read_bytes() == b"1234567890"
+    assert mem.factory.files.store.path(rows(mem)[0][0]).read_bytes() == b"1234567890"
     assert any(ln.endswith("<alice> done") for ln in carol.lines())
 
 
@@ -537,7 +554,7 @@ def test_files_lists_recent_attachments(mem: MemoryServer) -> None:
 
 def test_get_of_a_record_whose_file_is_gone(mem: MemoryServer) -> None:
     info = shared(mem, b"soon gone")
-    mem.factory.files.path(info["file_id"]).unlink()
+    mem.factory.files.store.path(info["file_id"]).unlink()
     alice, bob = people(mem, "alice:json", "bob")
     alice.line(f"/get {info['file_id']}")
     (error,) = alice.events()
@@ -606,5 +623,5 @@ def test_startup_cleans_directories_left_in_tmp(tmp_path: Path) -> None:
     (tmp_path / "files").mkdir(exist_ok=True)
     (tmp_path / "files" / "junk-dir").mkdir()
     mem = server(tmp_path)
-    assert list(mem.factory.files.tmp_dir.iterdir()) == []
-    assert list(mem.factory.files.files_dir.iterdir()) == []
+    assert list(mem.factory.files.store.tmp_dir.iterdir()) == []
+    assert list(mem.factory.files.store.files_dir.iterdir()) == []

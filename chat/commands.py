@@ -1,0 +1,196 @@
+"""What each command does, once the connection has read, gated and parsed it.
+
+``Commands.run`` takes a connection and a parsed ``wire`` command and acts
+through the chat service, the file service and the connection's own small
+interface (``Conn``). A handler that finishes later (a store lookup, an
+upload, a download) returns a Deferred: the connection reads no further line
+until it fires, so every answer and effect comes in the order the commands
+came. The meaning of a command is fixed here, when it is read: ``/get``
+answers in the mode the connection had when ``/get`` arrived.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet import defer
+
+from chat import events as ev
+from chat import wire
+from chat.files import FileService
+from chat.limits import InputLimits
+from chat.sanitize import for_log
+from chat.service import ChatService, User
+from chat.transfer import Discard, Upload
+from chat.uploads import HoldReading
+
+Answer = defer.Deferred[Any] | None
+
+
+class Conn(Protocol):
+    """What a handler may do with the connection that sent the command."""
+
+    state: wire.State
+    mode: str
+    user: User | None
+    limits_in: InputLimits
+
+    def reply(self, event: ev.Event) -> None: ...
+
+    def set_mode(self, mode: str) -> None: ...
+
+    def close(self, reason: str, *, say: ev.Event | None = None, abort: bool = False) -> None: ...
+
+    def attach(self, owner: User) -> None: ...
+
+    def receive(
+        self, size: int, sink: Any, finish: Callable[[], defer.Deferred[Any]]
+    ) -> defer.Deferred[None]: ...
+
+    def download(
+        self, header: bytes, f: Any, info: ev.FileInfo, offset: int
+    ) -> defer.Deferred[None]: ...
+
+    def hold(self, reason: str) -> None: ...
+
+    def release(self, reason: str) -> None: ...
+
+
+class Commands:
+    """One handler per ``wire`` command."""
+
+    def __init__(self, chat: ChatService, files: FileService) -> None:
+        self.chat = chat
+        self.files = files
+        self._handlers: dict[type[wire.Command], Callable[[Conn, Any], Answer]] = {
+            wire.Help: self.help, wire.Who: self.who, wire.Me: self.me, wire.Msg: self.msg,
+            wire.Nick: self.nick, wire.History: self.history, wire.Send: self.send,
+            wire.Get: self.get, wire.Files: self.list_files, wire.Session: self.session,
+            wire.Proto: self.proto, wire.Quit: self.quit, wire.Attach: self.attach,
+            wire.Pong: self.pong,
+        }
+        missing = set(wire.COMMANDS.values()) - set(self._handlers)
+        assert not missing, f"commands without a handler: {missing}"
+
+    def run(self, conn: Conn, command: wire.Command) -> Answer:
+        return self._handlers[type(command)](conn, command)
+
+    # --- any state ---
+
+    def help(self, conn: Conn, cmd: wire.Help) -> None:
+        conn.reply(ev.Help(wire.help_entries()))
+
+    def proto(self, conn: Conn, cmd: wire.Proto) -> None:
+        conn.set_mode(cmd.mode)
+        conn.reply(ev.Proto(cmd.mode))
+        if conn.state is wire.State.REGISTER:
+            conn.reply(ev.Prompt(wire.PROMPT))
+
+    def quit(self, conn: Conn, cmd: wire.Quit) -> None:
+        reason = f"quit: {cmd.reason}" if cmd.reason else "quit"
+        conn.close(reason, say=ev.Bye(cmd.reason or "quit"))
+
+    def pong(self, conn: Conn, cmd: wire.Pong) -> None:
+        """Any input proves a client alive; /pong is the explicit answer to a ping."""
+
+    def attach(self, conn: Conn, cmd: wire.Attach) -> None:
+        owner = self.chat.by_session(cmd.key)
+        if owner is None:
+            conn.set_mode("json")
+            conn.close("bad session", say=ev.error("bad_session", "attach"))
+        else:
+            conn.attach(owner)
+
+    # --- participants ---
+
+    def who(self, conn: Conn, cmd: wire.Who) -> None:
+        conn.reply(self.chat.who())
+
+    def me(self, conn: Conn, cmd: wire.Me) -> None:
+        problem = self.chat.act(_user(conn), cmd.text)
+        if problem:
+            conn.reply(problem)
+
+    def msg(self, conn: Conn, cmd: wire.Msg) -> None:
+        problem = self.chat.private(_user(conn), cmd.to, cmd.text)
+        if problem:
+            conn.reply(problem)
+
+    def nick(self, conn: Conn, cmd: wire.Nick) -> None:
+        wait = conn.limits_in.nick_wait()
+        if wait > 0:
+            conn.reply(ev.error("nick_flood", "nick", wait=math.ceil(wait)))
+            return
+        problem = self.chat.nick(_user(conn), cmd.name)
+        if problem:
+            conn.reply(problem)
+
+    def history(self, conn: Conn, cmd: wire.History) -> None:
+        conn.reply(self.chat.history(cmd.count))
+
+    def session(self, conn: Conn, cmd: wire.Session) -> None:
+        user = _user(conn)
+        conn.reply(ev.Session(user.session, user.name))
+
+    # --- files ---
+
+    def list_files(self, conn: Conn, cmd: wire.Files) -> Answer:
+        return self.files.recent(cmd.count).addCallback(
+            lambda files: conn.reply(ev.Files(tuple(files)))
+        )
+
+    def send(self, conn: Conn, cmd: wire.Send) -> Answer:
+        owner = _user(conn)
+        offer = self.files.offer(owner, cmd, HoldReading(conn, "upload"))
+        if isinstance(offer, Upload):
+            return conn.receive(cmd.size, offer, lambda: self.files.complete(offer, owner, conn))
+        if offer.code == "too_large":
+            # No raw mode can follow a size that will never be read: close.
+            conn.close("connection lost", say=offer)
+            return None
+        conn.reply(offer)  # refused: the bytes are read and dropped, the connection goes on
+        return conn.receive(cmd.size, Discard(), lambda: defer.succeed(None))
+
+    def get(self, conn: Conn, cmd: wire.Get) -> Answer:
+        text_mode = conn.mode == "text"  # what /get means is fixed now, not at the answer
+
+        def found(info: ev.FileInfo | None) -> Answer:
+            if info is None:
+                conn.reply(ev.error("no_such_file", "get", file_id=_shown(cmd.file_id)))
+            elif text_mode:
+                conn.reply(ev.FetchHint(info))
+            elif cmd.offset > info.size:
+                conn.reply(ev.error("bad_offset", "get", size=info.size))
+            else:
+                return self.chat.delivery.delivered(conn).addCallback(
+                    self._download, conn, info, cmd.offset
+                )
+            return None
+
+        return self.files.find(cmd.file_id).addCallback(found)
+
+    def _download(self, _: object, conn: Conn, info: ev.FileInfo, offset: int) -> Answer:
+        """The lines before it are out: the header, then the file's bytes."""
+        if conn.state is wire.State.CLOSED:
+            return None
+        try:
+            f = self.files.store.open_file(info, offset)
+        except OSError:
+            conn.reply(ev.error("no_such_file", "get", file_id=info.file_id))
+            return None
+        header = self.chat.renderers[conn.mode].render(
+            ev.Download(info, offset, info.size - offset)
+        )
+        return conn.download(header, f, info, offset)
+
+
+def _user(conn: Conn) -> User:
+    assert conn.user is not None  # the state gate only lets participants this far
+    return conn.user
+
+
+def _shown(text: str) -> str:
+    """A user-typed value fit to be named back to them."""
+    return for_log(text)[:64]

@@ -1,0 +1,302 @@
+"""The wire vocabulary: connection states and commands, each defined once.
+
+Server and client both import this module. A command is a small frozen class
+holding its verb, the connection states it is allowed in, its usage and a
+line of help, and a pure ``parse`` that turns the text after the verb into
+typed fields or raises ``CommandError`` (Synapse's replication
+``commands.py`` is the model). ``/help``, the server's state gate, the
+client's completion and help, and the check of docs/protocol.md's command
+table all read ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+
+class State(enum.Enum):
+    """Where a connection is in its life (docs/protocol.md, "Connection states")."""
+
+    REGISTER = "register"
+    CHAT = "chat"
+    ATTACHED = "attached"
+    RAW = "raw"
+    CLOSED = "closed"
+
+
+#: The connection modes: readable lines, or one JSON object per line.
+MODES: tuple[str, ...] = ("text", "json")
+
+PROMPT = "Choose a username:"
+
+_ALL = frozenset({State.REGISTER, State.CHAT, State.ATTACHED})
+_CHAT = frozenset({State.CHAT})
+_FILES = frozenset({State.CHAT, State.ATTACHED})
+
+
+class CommandError(ValueError):
+    """A command whose arguments do not parse: an error code and its values."""
+
+    def __init__(self, code: str, **params: Any) -> None:
+        super().__init__(code, params)
+        self.code = code
+        self.params = params
+
+
+def _digits(text: str, most: int) -> bool:
+    # ASCII digits only: str.isdigit() takes Arabic-Indic and superscript digits.
+    return re.fullmatch(f"[0-9]{{1,{most}}}", text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command: what it is called, where it is allowed, and how it parses."""
+
+    verb: ClassVar[str]
+    usage: ClassVar[str]
+    summary: ClassVar[str]
+    states: ClassVar[frozenset[State]] = _CHAT
+    #: Whether ``/help`` lists it (``/pong`` is for programs).
+    listed: ClassVar[bool] = True
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        """The command with its arguments; the default takes none (and ignores extras)."""
+        return cls()
+
+    @classmethod
+    def usage_error(cls) -> CommandError:
+        return CommandError("usage", usage=cls.usage)
+
+
+@dataclass(frozen=True, slots=True)
+class Help(Command):
+    verb = "help"
+    usage = "/help"
+    summary = "this list"
+    states = _ALL
+
+
+@dataclass(frozen=True, slots=True)
+class Who(Command):
+    verb = "who"
+    usage = "/who"
+    summary = "who is here, and how long they have been idle"
+
+
+@dataclass(frozen=True, slots=True)
+class Me(Command):
+    verb = "me"
+    usage = "/me ACTION"
+    summary = "say that you do something"
+    text: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        if not args.strip():
+            raise cls.usage_error()
+        return cls(args)
+
+
+@dataclass(frozen=True, slots=True)
+class Msg(Command):
+    verb = "msg"
+    usage = "/msg NAME TEXT"
+    summary = "a private message to NAME"
+    to: str = ""
+    text: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        to, _, text = args.partition(" ")
+        if not to or not text.strip():
+            raise cls.usage_error()
+        return cls(to, text)
+
+
+@dataclass(frozen=True, slots=True)
+class Nick(Command):
+    verb = "nick"
+    usage = "/nick NEW"
+    summary = "change your name"
+    name: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        return cls(args.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class History(Command):
+    verb = "history"
+    usage = "/history [N]"
+    summary = "the last N messages"
+    count: int | None = None
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        args = args.strip()
+        if not args:
+            return cls()
+        if not _digits(args, 9):
+            raise cls.usage_error()
+        return cls(int(args))
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Command):
+    """``/send NAME SIZE [CRC32]``: SIZE raw bytes follow the line.
+
+    SIZE is any run of ASCII digits, however long (a size over the limit is
+    refused as ``too_large``, not as a malformed header). A malformed header
+    is ``bad_header``: its size is unknown, so no raw bytes are read.
+    """
+
+    verb = "send"
+    usage = "/send NAME SIZE [CRC32]"
+    summary = "share a file: SIZE raw bytes follow the line"
+    states = _FILES
+    #: Digits beyond this many only mean "too large": int() refuses over ~4300.
+    MAX_SIZE_DIGITS: ClassVar[int] = 4000
+    name: str = ""
+    size: int = 0
+    crc32: int | None = None
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        parts = args.split(" ")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise CommandError("bad_header", problem="fields", usage=cls.usage)
+        name, size, *crc = parts
+        if not re.fullmatch("[0-9]+", size):
+            raise CommandError("bad_header", problem="size", value=size[:64])
+        if crc and not re.fullmatch("[0-9A-Fa-f]{8}", crc[0]):
+            raise CommandError("bad_header", problem="crc", value=crc[0][:64])
+        digits = size.lstrip("0") or "0"
+        number = int(digits) if len(digits) <= cls.MAX_SIZE_DIGITS else 10**cls.MAX_SIZE_DIGITS
+        return cls(name, number, int(crc[0], 16) if crc else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Get(Command):
+    verb = "get"
+    usage = "/get ID [OFFSET]"
+    summary = "fetch a shared file (JSON mode), or where to fetch it"
+    states = _FILES
+    file_id: str = ""
+    offset: int = 0
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        parts = args.split()
+        if not 1 <= len(parts) <= 2 or (len(parts) == 2 and not _digits(parts[1], 20)):
+            raise cls.usage_error()
+        return cls(parts[0], int(parts[1]) if len(parts) == 2 else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Files(Command):
+    verb = "files"
+    usage = "/files [N]"
+    summary = "recently shared files"
+    states = _FILES
+    count: int = 20
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        args = args.strip()
+        if not args:
+            return cls()
+        if not _digits(args, 4):
+            raise cls.usage_error()
+        return cls(max(1, int(args)))
+
+
+@dataclass(frozen=True, slots=True)
+class Session(Command):
+    verb = "session"
+    usage = "/session"
+    summary = "your session key, for a transfer connection"
+
+
+@dataclass(frozen=True, slots=True)
+class Proto(Command):
+    verb = "proto"
+    usage = "/proto text|json"
+    summary = "switch between readable lines and JSON"
+    states = frozenset({State.REGISTER, State.CHAT})
+    mode: str = "text"
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        mode = args.strip().lower()
+        if mode not in MODES:
+            raise cls.usage_error()
+        return cls(mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Quit(Command):
+    verb = "quit"
+    usage = "/quit [REASON]"
+    summary = "leave"
+    states = _ALL
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        return cls(args.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Attach(Command):
+    verb = "attach"
+    usage = "/attach KEY"
+    summary = "make this a transfer connection for KEY's owner"
+    states = frozenset({State.REGISTER})
+    key: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        return cls(args.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Command):
+    verb = "pong"
+    usage = "/pong [TOKEN]"
+    summary = "answer a ping (any line does)"
+    states = _ALL
+    listed = False
+    token: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        return cls(args.strip())
+
+
+#: Every command, in the order ``/help`` lists them.
+COMMANDS: dict[str, type[Command]] = {
+    c.verb: c
+    for c in (
+        Help, Who, Me, Msg, Nick, History, Send, Get, Files, Session, Proto, Quit, Attach, Pong,
+    )
+}
+
+#: What ``/help`` shows besides the commands.
+ESCAPE_HELP = ("//TEXT", "say a line that begins with '/'")
+
+
+def split_command(text: str) -> tuple[str, str]:
+    """``'/Nick  bob'`` -> ``('nick', ' bob')``: the verb, lower case, and the rest."""
+    verb, _, args = text[1:].partition(" ")
+    return verb.lower(), args
+
+
+def help_entries() -> tuple[tuple[str, str], ...]:
+    """``(usage, summary)`` for every command a user types, and the ``//`` escape."""
+    shown = tuple((c.usage, c.summary) for c in COMMANDS.values() if c.listed)
+    return (*shown, ESCAPE_HELP)
