@@ -921,7 +921,8 @@ class _Terminal:
             except OSError:
                 pass
         # The reactor has stopped, so flush any frame still queued by hand
-        # before the last sequences, which must not land inside it.
+        # before the last sequences, which must not land inside it (private
+        # _tempDataBuffer: see docs/architecture.md).
         for _ in range(100):
             if writer is None or not (writer.dataBuffer or writer._tempDataBuffer):
                 break

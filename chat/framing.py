@@ -73,6 +73,10 @@ class LineFramer:
             self._skipping = True
             self._buf, self._pos = b"", 0
             return TOO_LONG
+        if self._pos:
+            # Keep only the tail, never the whole read: the bytes object a
+            # recv() returns can pin a page of memory for every idle client.
+            self._buf, self._pos = self._buf[self._pos :], 0
         return None
 
     def take(self, n: int) -> bytes:

@@ -99,7 +99,7 @@ class FileResource(resource.Resource):
             request.finish()
 
     def _found(self, info: ev.FileInfo | None, request: server.Request, name: str) -> None:
-        if request._disconnected:
+        if request._disconnected:  # private (docs/architecture.md): the client left meanwhile
             return
         if info is None or info.name != name:
             request.write(self._not_found(request))

@@ -123,6 +123,7 @@ class ChatServer(service.MultiService):
         )
         self.store, self.service = store, self.factory.service
         chat = StreamServerEndpointService(self.chat_endpoint, self.factory)
+        # Private (docs/architecture.md): a port that cannot be bound fails start-up.
         chat._raiseSynchronously = True
         chat.setName("chat")
         chat.setServiceParent(self)
@@ -141,6 +142,7 @@ class ChatServer(service.MultiService):
         for name in ("chat", "http"):
             if name in self.namedServices:
                 svc = self.namedServices[name]
+                # Private (docs/architecture.md): the only way to the bound port.
                 svc._waitingForPort.addCallback(self._listening, name)
 
     def _closed_or_cut(self, grace: float) -> defer.Deferred[None]:

@@ -4,7 +4,7 @@ Message pane (left), participants (right), status bar, input line. The pane
 is a small ``UIControl`` that hands prompt_toolkit one line of fragments at a
 time and puts the (invisible) cursor at the end of the last visible line, so
 the window's own scrolling keeps that line in view, wrapped lines included.
-Scrolling back truncates what the control shows at the session's anchor line,
+Scrolling back truncates what the control shows at the pane's anchor line,
 which is why new messages do not move the view; a marker line under the pane
 says how many are waiting. All text is handed over as plain fragments.
 """
@@ -36,7 +36,8 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 
 from client_tui.completion import ChatCompleter
-from client_tui.format import Fragments, clean, nick_style
+from client_tui.format import Fragments, nick_style, screen_text
+from client_tui.pane import Pane
 from client_tui.session import ChatSession
 
 STYLE = Style.from_dict(
@@ -66,16 +67,16 @@ STYLE = Style.from_dict(
 
 
 class MessageControl(UIControl):
-    """The message pane: one line of fragments per session line."""
+    """The message pane: one line of fragments per pane line."""
 
-    def __init__(self, session: ChatSession) -> None:
-        self.session = session
+    def __init__(self, pane: Pane) -> None:
+        self.pane = pane
 
     def is_focusable(self) -> bool:
         return False
 
     def create_content(self, width: int, height: int | None) -> UIContent:
-        lines = self.session.visible_lines()
+        lines = self.pane.visible_lines()
         count = len(lines)
 
         def get_line(i: int) -> Fragments:
@@ -92,7 +93,7 @@ def participants_fragments(session: ChatSession) -> Fragments:
     frags: Fragments = [("class:panel-title", f"Here ({len(session.participants)})"), ("", "\n")]
     for name in session.participants:
         me = session.me is not None and name.lower() == session.me.lower()
-        frags.append((nick_style(name) + (" class:me" if me else ""), clean(name)))
+        frags.append((nick_style(name) + (" class:me" if me else ""), screen_text(name)))
         frags.append(("", "\n"))
     return frags
 
@@ -112,7 +113,7 @@ def build_app(
         # reset() drops the loaded history until the next repaint reloads it;
         # reload now, so an Up typed right after Enter still finds this line.
         buf.load_history_if_not_yet_loaded()
-        session.submit(text)
+        session.commands.submit(text)
         return True  # we reset the buffer ourselves
 
     input_buffer = Buffer(
@@ -126,18 +127,18 @@ def build_app(
 
     def status() -> Fragments:
         style = "class:status.down" if session.state == "disconnected" else "class:status"
-        return [(style, " " + clean(session.status_text()) + " ")]
+        return [(style, " " + screen_text(session.status_text()) + " ")]
 
     def more() -> Fragments:
-        return [("class:more", f" -- {session.unread} new line(s) below: PageDown -- ")]
+        return [("class:more", f" -- {session.pane.unread} new line(s) below: PageDown -- ")]
 
     def prompt() -> Fragments:
         if session.state == "naming":
             return [("class:prompt", "name> ")]
-        return [("class:prompt", f"[{clean(session.me or '?')}] ")]
+        return [("class:prompt", f"[{screen_text(session.me or '?')}] ")]
 
-    scrolled = Condition(lambda: session.anchor is not None)
-    pane = Window(MessageControl(session), wrap_lines=True)
+    scrolled = Condition(lambda: session.pane.anchor is not None)
+    pane = Window(MessageControl(session.pane), wrap_lines=True)
     body = VSplit(
         [
             HSplit([pane, ConditionalContainer(Window(FormattedTextControl(more), height=1),
@@ -169,15 +170,15 @@ def build_app(
 
     @kb.add("pageup")
     def _(event: KeyPressEvent) -> None:
-        session.scroll(-page(event))
+        session.pane.scroll(-page(event))
 
     @kb.add("pagedown")
     def _(event: KeyPressEvent) -> None:
-        session.scroll(page(event))
+        session.pane.scroll(page(event))
 
     @kb.add("c-end")
     def _(event: KeyPressEvent) -> None:
-        session.scroll(len(session.lines))
+        session.pane.scroll(len(session.pane.lines))
 
     @kb.add("c-c")
     def _(event: KeyPressEvent) -> None:

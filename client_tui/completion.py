@@ -2,7 +2,8 @@
 
 The completer asks callables for the current participants and the file ids
 seen so far, so it never holds stale copies. The first word completes to a
-command; after ``/send`` words complete as paths; after ``/get`` to a file id;
+command from ``commands.command_table()``, the list ``/help`` shows; after
+``/send`` words complete as paths; after ``/get`` to a file id;
 anywhere else to a nickname (with ``: `` appended when it opens a message, as
 IRC clients do).
 """
@@ -14,11 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-#: Commands the client understands (its own and those it passes to the server).
-COMMANDS: tuple[str, ...] = (
-    "/cancel", "/clear", "/files", "/get", "/help", "/history", "/me", "/msg", "/nick",
-    "/quit", "/send", "/session", "/who",
-)
+from client_tui.commands import command_table
+
 
 def complete_word(word: str, candidates: Iterable[str]) -> list[str]:
     """Candidates starting with ``word`` (case-insensitive), sorted, no duplicates."""
@@ -48,7 +46,7 @@ class ChatCompleter(Completer):
         word = words[-1]
         if len(words) == 1:
             if word.startswith("/"):
-                for cmd in complete_word(word, COMMANDS):
+                for cmd in complete_word(word, ("/" + verb for verb in command_table())):
                     yield Completion(cmd + " ", -len(word), display=cmd)
                 return
             for name in complete_word(word, self.names()):

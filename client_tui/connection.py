@@ -1,10 +1,12 @@
-"""The network side of the chat connection: JSON lines, endpoints, back-off.
+"""The network side of the chat connection: typed events from JSON lines, endpoints, back-off.
 
 ``JsonLines`` is the framing both of our connection kinds share (the chat
 connection and the per-transfer ``/attach`` connections): LF-terminated lines,
-each a JSON object, with raw mode available for download bytes. The server
-speaks text until it has seen ``/proto json`` (or ``/attach``), so lines that
-are not JSON objects are ignored: the client never parses human text.
+each a JSON object read into a typed ``chat.events`` event, with raw mode
+available for download bytes. The server speaks text until it has seen
+``/proto json`` (or ``/attach``), so lines that are not JSON, and objects of
+a type this client does not know, are ignored: the client never parses human
+text. An object of a known type with bad fields goes to ``bad_event``.
 ``ChatConnection`` forwards everything to an owner object (``ChatSession``),
 which holds all the state; ``Backoff`` computes reconnection delays, and
 ``make_endpoint`` builds the TCP or TLS endpoint from the command line.
@@ -23,8 +25,21 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from chat import events as ev
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+
+
+def read_event(data: object) -> ev.Event | None:
+    """The typed event a decoded JSON line holds; ``None`` if it holds no type we know.
+
+    Raises ``chat.events.BadEvent`` for a known type with missing or mistyped fields.
+    """
+    match data:
+        case {"type": str(kind)} if kind in ev.EVENTS:
+            return ev.from_json(data)
+    return None
 
 
 class JsonLines(LineReceiver):
@@ -49,13 +64,22 @@ class JsonLines(LineReceiver):
         if line.endswith(b"\r"):
             line = line[:-1]
         try:
-            event = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
+            data = json.loads(line.decode("utf-8", "replace"))
+        except (ValueError, RecursionError):
             return  # text-mode banner or prompt before the mode switch
-        if isinstance(event, dict) and isinstance(event.get("type"), str):
+        try:
+            event = read_event(data)
+        except (ev.BadEvent, RecursionError) as e:  # RecursionError: absurdly nested
+            self.bad_event(str(e) or type(e).__name__)
+            return
+        if event is not None:
             self.event_received(event)
 
-    def event_received(self, event: dict[str, Any]) -> None:
+    def event_received(self, event: ev.Event) -> None:
+        raise NotImplementedError
+
+    def bad_event(self, problem: str) -> None:
+        """A line that names a known event type but is not a well-formed one."""
         raise NotImplementedError
 
     def send_line(self, text: str) -> None:
@@ -71,7 +95,8 @@ class JsonLines(LineReceiver):
 
 class Owner(Protocol):
     def connected(self, proto: ChatConnection) -> None: ...
-    def event(self, proto: ChatConnection, event: dict[str, Any]) -> None: ...
+    def event(self, proto: ChatConnection, event: ev.Event) -> None: ...
+    def bad_event(self, proto: ChatConnection, problem: str) -> None: ...
     def lost(self, proto: ChatConnection, reason: Failure) -> None: ...
 
 
@@ -86,8 +111,11 @@ class ChatConnection(JsonLines):
         self.send_line("/proto json")
         self.owner.connected(self)
 
-    def event_received(self, event: dict[str, Any]) -> None:
+    def event_received(self, event: ev.Event) -> None:
         self.owner.event(self, event)
+
+    def bad_event(self, problem: str) -> None:
+        self.owner.bad_event(self, problem)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.owner.lost(self, reason or Failure(ConnectionError("closed")))

@@ -1,22 +1,33 @@
-"""Turning server events into screen lines: fragments, nick colours, sizes, progress.
+"""Turning typed server events into screen lines: fragments, nick colours, progress.
 
 Everything here is pure (no reactor, no terminal), so it is unit-tested on its
 own. A screen line is a list of ``(style, text)`` fragments; text that came
 from the server or another user only ever appears as the *text* half of a
-fragment, after ``clean()`` has replaced control characters, so a hostile
-message or file name cannot drive the terminal. Nothing is passed through
-prompt_toolkit's ``ANSI()`` or ``HTML()`` parsers.
+fragment, after ``screen_text()`` has replaced control characters, so a
+hostile message or file name cannot drive the terminal. Nothing is passed
+through prompt_toolkit's ``ANSI()`` or ``HTML()`` parsers. Sizes are
+``chat.units.human_size``, as the server words them; ``clock_duration`` is
+the client's own ``0:07`` style for transfer times.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+
+from chat import events as ev
+from chat.units import human_size
 
 Fragments = list[tuple[str, str]]
+
+#: The events that make a line in the pane (those with an ``id`` and a ``ts``).
+ChatEvent = (
+    ev.Message | ev.Action | ev.Private | ev.Join | ev.Leave | ev.Nick | ev.Notice
+    | ev.FileShared
+)
 
 #: Foreground colours for nicks: distinct on dark and light backgrounds, and
 #: none of them the dim grey used for notices or the red used for errors.
@@ -41,8 +52,12 @@ NICK_COLOURS: tuple[str, ...] = (
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-def clean(text: Any) -> str:
-    """``text`` as something safe to put on the screen: controls become U+FFFD."""
+def screen_text(text: object) -> str:
+    """``text`` as something safe to put on the screen: controls become U+FFFD.
+
+    Not ``chat.sanitize.clean``, which removes control sequences from what
+    the server stores; this keeps every character visible, neutered.
+    """
     return _CONTROL.sub("\ufffd", str(text))
 
 
@@ -59,31 +74,17 @@ def nick_style(name: str) -> str:
     return f"bold fg:{nick_colour(name)}"
 
 
-def local_time(ts: str | None) -> str:
-    """``HH:MM:SS`` in local time for the server's ISO 8601 UTC ``ts``."""
-    if not ts:
-        return datetime.now().strftime("%H:%M:%S")
+def local_time(ts: float | None) -> str:
+    """``HH:MM:SS`` in local time for the POSIX time ``ts`` (now, for ``None``)."""
     try:
-        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
+        when = datetime.now() if ts is None else datetime.fromtimestamp(ts)
+    except (OverflowError, OSError, ValueError):  # inf, NaN, years out of range
         return "??:??:??"
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone().strftime("%H:%M:%S")
+    return when.strftime("%H:%M:%S")
 
 
-def human_size(n: int | float) -> str:
-    """Bytes in binary units, as people read them: ``512 B``, ``1.2 KiB``."""
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    """``0:07``, ``12:30``, ``1:02:03``."""
+def clock_duration(seconds: float) -> str:
+    """A transfer time as a clock shows it: ``0:07``, ``12:30``, ``1:02:03``."""
     s = max(0, round(seconds))
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
@@ -107,7 +108,7 @@ def progress_text(done: int, total: int, elapsed: float, width: int = 12) -> str
     if done >= total:
         left = "done"
     elif rate > 0:
-        left = human_duration((total - done) / rate) + " left"
+        left = clock_duration((total - done) / rate) + " left"
     else:
         left = "--:-- left"
     return (
@@ -123,102 +124,123 @@ class Line:
     fragments: Fragments
     id: int | None = None
     kind: str = "info"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
         return "".join(t for _, t in self.fragments)
 
 
-def _stamp(event: dict[str, Any]) -> tuple[str, str]:
-    return ("class:time", local_time(event.get("ts")) + " ")
+def _stamp(event: ChatEvent) -> tuple[str, str]:
+    return ("class:time", local_time(event.ts) + " ")
+
+
+def _is_me(name: str, me: str | None) -> bool:
+    return me is not None and name.lower() == me.lower()
 
 
 def _nick(name: str, me: str | None) -> tuple[str, str]:
     style = nick_style(name)
-    if me is not None and name.lower() == me.lower():
+    if _is_me(name, me):
         style += " class:own-nick"
-    return (style, clean(name))
+    return (style, screen_text(name))
 
 
-def event_line(event: dict[str, Any], me: str | None) -> Line | None:
-    """The pane line for a chat event, or ``None`` if the event is not a chat event."""
-    kind = event.get("type")
-    eid = event.get("id") if isinstance(event.get("id"), int) else None
-    ts = _stamp(event)
-    own = me is not None and str(event.get("sender", "")).lower() == me.lower()
-    if kind == "message":
-        sender = str(event.get("sender", "?"))
-        text_style = "class:own" if own else "class:text"
-        frags: Fragments = [
-            ts,
-            ("class:bracket", "<"),
-            _nick(sender, me),
-            ("class:bracket", "> "),
-            (text_style, clean(event.get("text", ""))),
-        ]
-        return Line(frags, eid, "own" if own else "message")
-    if kind == "action":
-        sender = str(event.get("sender", "?"))
-        return Line(
-            [ts, ("class:action", " * "), _nick(sender, me),
-             ("class:action", " " + clean(event.get("text", "")))],
-            eid, "action",
-        )
-    if kind == "private":
-        sender = str(event.get("sender", "?"))
-        recipient = str(event.get("recipient", "?"))
-        if own:
-            frags = [ts, ("class:private", "-> *"), _nick(recipient, None),
-                     ("class:private", "* " + clean(event.get("text", "")))]
-        else:
-            frags = [ts, ("class:private", "*"), _nick(sender, None),
-                     ("class:private", "* " + clean(event.get("text", "")))]
-        return Line(frags, eid, "private")
-    if kind == "join":
-        return _notice(ts, eid, "--> ", event.get("name"), " has joined", "join")
-    if kind == "leave":
-        reason = event.get("reason")
-        tail = f" has left ({clean(reason)})" if reason else " has left"
-        return _notice(ts, eid, "<-- ", event.get("name"), tail, "leave")
-    if kind == "nick":
-        old, new = str(event.get("old", "?")), str(event.get("new", "?"))
-        return Line(
-            [ts, ("class:notice", "-- "), _nick(old, None),
-             ("class:notice", " is now known as "), _nick(new, None)],
-            eid, "nick",
-        )
-    if kind == "notice":
-        return Line(
-            [ts, ("class:notice", "-- Server notice: " + clean(event.get("text", "")))],
-            eid, "notice",
-        )
-    if kind == "file":
-        sender = str(event.get("sender", "?"))
-        size = event.get("size") if isinstance(event.get("size"), int) else 0
-        return Line(
-            [ts, ("class:file", "-- "), _nick(sender, me),
-             ("class:file", " shared "), ("class:file-name", clean(event.get("name", "?"))),
-             ("class:file", f" ({human_size(size)}) id "),
-             ("class:file-id", clean(event.get("file_id", "?")))],
-            eid, "file", {"file_id": str(event.get("file_id", ""))},
-        )
+@functools.singledispatch
+def event_line(event: ev.Event, me: str | None) -> Line | None:
+    """The pane line for a chat event (``ChatEvent``); ``None`` for any other event."""
     return None
 
 
-def _notice(ts: tuple[str, str], eid: int | None, arrow: str, name: Any, tail: str,
-            kind: str) -> Line:
-    name = str(name or "?")
+@event_line.register
+def _message(event: ev.Message, me: str | None) -> Line:
+    own = _is_me(event.sender, me)
+    frags: Fragments = [
+        _stamp(event),
+        ("class:bracket", "<"),
+        _nick(event.sender, me),
+        ("class:bracket", "> "),
+        ("class:own" if own else "class:text", screen_text(event.text)),
+    ]
+    return Line(frags, event.id, "own" if own else "message")
+
+
+@event_line.register
+def _action(event: ev.Action, me: str | None) -> Line:
     return Line(
-        [ts, ("class:notice", arrow), (f"class:notice fg:{nick_colour(name)}", clean(name)),
-         ("class:notice", tail)],
-        eid, kind,
+        [_stamp(event), ("class:action", " * "), _nick(event.sender, me),
+         ("class:action", " " + screen_text(event.text))],
+        event.id, "action",
+    )
+
+
+@event_line.register
+def _private(event: ev.Private, me: str | None) -> Line:
+    if _is_me(event.sender, me):
+        head, other = "-> *", event.recipient
+    else:
+        head, other = "*", event.sender
+    return Line(
+        [_stamp(event), ("class:private", head), _nick(other, None),
+         ("class:private", "* " + screen_text(event.text))],
+        event.id, "private",
+    )
+
+
+@event_line.register
+def _join(event: ev.Join, me: str | None) -> Line:
+    return _notice(event, "--> ", event.name, " has joined", "join")
+
+
+@event_line.register
+def _leave(event: ev.Leave, me: str | None) -> Line:
+    tail = f" has left ({screen_text(event.reason)})" if event.reason else " has left"
+    return _notice(event, "<-- ", event.name, tail, "leave")
+
+
+@event_line.register
+def _nick_change(event: ev.Nick, me: str | None) -> Line:
+    return Line(
+        [_stamp(event), ("class:notice", "-- "), _nick(event.old, None),
+         ("class:notice", " is now known as "), _nick(event.new, None)],
+        event.id, "nick",
+    )
+
+
+@event_line.register
+def _server_notice(event: ev.Notice, me: str | None) -> Line:
+    return Line(
+        [_stamp(event), ("class:notice", "-- Server notice: " + screen_text(event.text))],
+        event.id, "notice",
+    )
+
+
+@event_line.register
+def _file(event: ev.FileShared, me: str | None) -> Line:
+    return Line(
+        [_stamp(event), ("class:file", "-- "), _nick(event.sender, me),
+         ("class:file", " shared "), ("class:file-name", screen_text(event.name)),
+         ("class:file", f" ({human_size(event.size)}) id "),
+         ("class:file-id", screen_text(event.file_id))],
+        event.id, "file",
+    )
+
+
+def _notice(event: ev.Join | ev.Leave, arrow: str, name: str, tail: str, kind: str) -> Line:
+    return Line(
+        [_stamp(event), ("class:notice", arrow),
+         (f"class:notice fg:{nick_colour(name)}", screen_text(name)), ("class:notice", tail)],
+        event.id, kind,
     )
 
 
 def info_line(text: str, style: str = "class:info") -> Line:
-    """A local line (no server id): information, errors, transfer results."""
-    return Line([("class:time", local_time(None) + " "), (style, clean(text))], None, "local")
+    """A local line (no server id): information, errors, transfer results.
+
+    ``text`` may hold server or user words: it is made safe here.
+    """
+    return Line(
+        [("class:time", local_time(None) + " "), (style, screen_text(text))], None, "local"
+    )
 
 
 def error_line(text: str) -> Line:

@@ -1,16 +1,19 @@
 """The client's state and behaviour, without a screen: ``ChatSession``.
 
 It owns the chat connection (connect, register, reconnect with back-off),
-turns server events into pane lines (deduplicated by event id, so a replayed
-history after a reconnect adds only what was missed), keeps the participant
-list, the scroll position of the pane, and the transfer queue, and interprets
-what the user types. The prompt_toolkit layer (``app.py``) only draws this
-state and feeds it keystrokes, which is what lets tests assert on it directly.
+turns the server's typed events (``chat.events``) into pane lines
+(deduplicated by event id, so a replayed history after a reconnect adds only
+what was missed), keeps the participant list and the transfer queue, and
+answers pings. Events are dispatched on their class; one this client has no
+use for is ignored. The pane's lines and scroll position are a ``Pane``, and
+what the user types is read by a ``CommandLine``. The prompt_toolkit layer
+(``app.py``) only draws this state and feeds it keystrokes, which is what
+lets tests assert on it directly.
 """
 
 from __future__ import annotations
 
-import shlex
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,25 +23,21 @@ from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from chat import events as ev
+from chat.units import human_duration, human_size
+from client_tui.commands import CommandLine
 from client_tui.connection import Backoff, ChatConnection
-from client_tui.format import Line, clean, error_line, event_line, info_line
-from client_tui.transfer import Download, TransferQueue, Upload
+from client_tui.format import ChatEvent, event_line
+from client_tui.pane import Pane
+from client_tui.transfer import TransferQueue
 
-#: Pane lines kept; older ones are dropped (the server keeps the history).
-SCROLLBACK = 5000
 #: How long a clean /quit may wait for the server's goodbye before closing.
 QUIT_DEADLINE = 3.0
 
-LOCAL_HELP: tuple[tuple[str, str], ...] = (
-    ("/send PATH [PATH...]", "upload files, one after another, on a transfer connection"),
-    ("/get ID [DEST]", "download a shared file (-f to overwrite an existing one)"),
-    ("/cancel", "abort the running transfer"),
-    ("/clear", "clear the message pane"),
-    ("PageUp/PageDown", "scroll the messages; Tab completes commands and names"),
-)
-
 
 class ChatSession:
+    """One user's chat: the connection, what the server said, and what is on screen."""
+
     def __init__(
         self,
         reactor: Any,
@@ -58,7 +57,8 @@ class ChatSession:
         #: what is typed but not yet sent (set by the app; for tests and status)
         self.input_text: Callable[[], str] = lambda: ""
 
-        self.lines: list[Line] = []
+        self.pane = Pane(self._changed)
+        self.commands = CommandLine(self)
         self.seen_ids: set[int] = set()
         self.file_ids: list[str] = []
         self.participants: list[str] = []
@@ -72,49 +72,13 @@ class ChatSession:
         self.retry_at = 0.0
         self.quit_timer: IDelayedCall | None = None
         self.was_online = False
-        #: index of the last visible pane line while reading history; None = follow
-        self.anchor: int | None = None
-        self.unread = 0
+        #: whether a malformed event was reported (once; later ones pass quietly)
+        self.reported_bad_event = False
         #: fires once the client has left (after /quit, Ctrl-C or Ctrl-D)
         self.done: defer.Deferred[None] = defer.Deferred()
         self.transfers = TransferQueue(
             endpoint, lambda: self.session_key, self._transfer_report, self._changed
         )
-
-    # --- pane ---
-
-    def add(self, line: Line) -> None:
-        self.lines.append(line)
-        if self.anchor is not None:
-            self.unread += 1
-        overflow = len(self.lines) - SCROLLBACK
-        if overflow > 0:
-            del self.lines[:overflow]
-            if self.anchor is not None:
-                self.anchor = max(0, self.anchor - overflow)
-        self._changed()
-
-    def info(self, text: str) -> None:
-        self.add(info_line(text))
-
-    def error(self, text: str) -> None:
-        self.add(error_line(text))
-
-    def scroll(self, lines: int) -> None:
-        """Move the view by ``lines`` (negative: back in history)."""
-        if not self.lines:
-            return
-        last = len(self.lines) - 1
-        anchor = (last if self.anchor is None else self.anchor) + lines
-        if anchor >= last:
-            self.anchor = None
-            self.unread = 0
-        else:
-            self.anchor = max(0, anchor)
-        self._changed()
-
-    def visible_lines(self) -> list[Line]:
-        return self.lines if self.anchor is None else self.lines[: self.anchor + 1]
 
     def _changed(self) -> None:
         self.changed()
@@ -122,7 +86,7 @@ class ChatSession:
     # --- connection ---
 
     def start(self) -> None:
-        self.info(f"Connecting to {self.server_label}...")
+        self.pane.info(f"Connecting to {self.server_label}...")
         self._connect()
 
     def _connect(self) -> None:
@@ -141,7 +105,7 @@ class ChatSession:
             self._finish()
             return
         self.state = "disconnected"
-        self.error(f"Cannot connect to {self.server_label}: {failure.getErrorMessage()}")
+        self.pane.error(f"Cannot connect to {self.server_label}: {failure.getErrorMessage()}")
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:
@@ -169,219 +133,149 @@ class ChatSession:
             return
         self.state = "disconnected"
         self.me = None
-        self.error(f"Disconnected from {self.server_label}: {reason.getErrorMessage()}")
+        self.pane.error(f"Disconnected from {self.server_label}: {reason.getErrorMessage()}")
         self._schedule_retry()
 
     def send(self, text: str) -> bool:
         if self.proto is None or self.state != "online":
-            self.error("Not connected: nothing was sent.")
+            self.pane.error("Not connected: nothing was sent.")
             return False
         self.proto.send_line(text)
         return True
 
+    def choose_name(self, name: str) -> None:
+        """The name the user typed when the server asked for one."""
+        self.name = name
+        if self.proto is not None:
+            self.state = "registering"
+            self.proto.send_line(name)
+        self._changed()
+
     # --- events from the server ---
 
-    def event(self, proto: ChatConnection, event: dict[str, Any]) -> None:
-        if proto is not self.proto:
-            return
-        kind = event["type"]
-        handler = getattr(self, "on_" + kind, None)
-        if handler is not None:
-            handler(event)
-        else:
-            self.chat_event(event)
+    def event(self, proto: ChatConnection, event: ev.Event) -> None:
+        if proto is self.proto:
+            self.handle(event)
 
-    def chat_event(self, event: dict[str, Any]) -> None:
-        eid = event.get("id")
-        if isinstance(eid, int):
-            if eid in self.seen_ids:
-                return  # already on screen: a replay after reconnecting
-            self.seen_ids.add(eid)
-        kind = event.get("type")
-        if kind == "join":
-            name = str(event.get("name"))
-            if name.lower() not in (n.lower() for n in self.participants):
+    def bad_event(self, proto: ChatConnection, problem: str) -> None:
+        """A malformed event is skipped; the first one is mentioned, in case it matters."""
+        if proto is self.proto and not self.reported_bad_event:
+            self.reported_bad_event = True
+            self.pane.error(f"Ignored an event from the server that this client cannot read "
+                            f"({problem}); later ones are ignored quietly.")
+
+    @functools.singledispatchmethod
+    def handle(self, event: ev.Event) -> None:
+        """One event from the server. Those with no handler (proto, uploaded...) need none."""
+
+    @handle.register
+    def _chat(self, event: ChatEvent) -> None:
+        if event.id in self.seen_ids:
+            return  # already on screen: a replay after reconnecting
+        self.seen_ids.add(event.id)
+        match event:
+            case ev.Join(name=name) if name.lower() not in (n.lower() for n in self.participants):
                 self.participants.append(name)
-        elif kind == "leave":
-            self._drop(str(event.get("name")))
-        elif kind == "nick":
-            old, new = str(event.get("old")), str(event.get("new"))
-            self.participants = [new if n.lower() == old.lower() else n for n in self.participants]
-            if self.me and old.lower() == self.me.lower():
-                self.me = self.name = new
-        elif kind == "file":
-            fid = str(event.get("file_id", ""))
-            if fid and fid not in self.file_ids:
-                self.file_ids.append(fid)
+            case ev.Leave(name=name):
+                self.participants = [n for n in self.participants if n.lower() != name.lower()]
+            case ev.Nick(old=old, new=new):
+                self.participants = [new if n.lower() == old.lower() else n
+                                     for n in self.participants]
+                if self.me and old.lower() == self.me.lower():
+                    self.me = self.name = new
+            case ev.FileShared(file_id=file_id):
+                self._remember_file(file_id)
         line = event_line(event, self.me)
-        if line is not None:
-            self.add(line)
-        else:
-            self._changed()
+        if line is not None:  # always, for a chat event
+            self.pane.add(line)
 
-    def _drop(self, name: str) -> None:
-        self.participants = [n for n in self.participants if n.lower() != name.lower()]
+    def _remember_file(self, file_id: str) -> None:
+        """Keep ``file_id`` for Tab completion after ``/get``."""
+        if file_id and file_id not in self.file_ids:
+            self.file_ids.append(file_id)
 
-    def on_proto(self, event: dict[str, Any]) -> None:
-        pass
+    @handle.register
+    def _info(self, event: ev.Info) -> None:
+        self.pane.info(event.text)
 
-    def on_info(self, event: dict[str, Any]) -> None:
-        self.info(clean(event.get("text", "")))
-
-    def on_prompt(self, event: dict[str, Any]) -> None:
-        reason = event.get("reason")
-        if reason:
-            self.error(f"Name refused: {clean(reason)}")
+    @handle.register
+    def _prompt(self, event: ev.Prompt) -> None:
+        if event.reason:
+            self.pane.error(f"Name refused: {event.reason}")
             self.name = None
         if self.name and self.proto is not None:
             self.proto.send_line(self.name)
             self.state = "registering"
         else:
             self.state = "naming"
-            self.info("Choose a username (type it below and press Enter):")
+            self.pane.info("Choose a username (type it below and press Enter):")
         self._changed()
 
-    def on_welcome(self, event: dict[str, Any]) -> None:
-        self.me = self.name = str(event.get("name"))
-        self.session_key = str(event.get("session"))
+    @handle.register
+    def _welcome(self, event: ev.Welcome) -> None:
+        self.me = self.name = event.name
+        self.session_key = event.session
         self.state = "online"
         self.backoff.reset()
-        self.info(f"Connected to {self.server_label} as {self.me}.")
+        self.pane.info(f"Connected to {self.server_label} as {self.me}.")
         if self.was_online and self.proto is not None:
             # The automatic replay after welcome is short; ask for more so a
             # long outage is filled in. Lines already shown are skipped by id.
             self.proto.send_line("/history 500")
         self.was_online = True
 
-    def on_participants(self, event: dict[str, Any]) -> None:
-        names = event.get("names")
-        if isinstance(names, list):
-            self.participants = [str(n) for n in names]
+    @handle.register
+    def _participants(self, event: ev.Participants) -> None:
+        self.participants = list(event.names)
         self._changed()
 
-    def on_history(self, event: dict[str, Any]) -> None:
-        messages = event.get("messages")
-        if isinstance(messages, list):
-            for m in messages:
-                if isinstance(m, dict):
-                    self.chat_event(m)
+    @handle.register
+    def _history(self, event: ev.History) -> None:
+        for message in event.messages:
+            if isinstance(message, ev.CHAT_EVENTS):  # a history holds nothing else
+                self.handle(message)
 
-    def on_who(self, event: dict[str, Any]) -> None:
-        users = event.get("users") or []
-        parts = [f"{clean(u.get('name'))} (idle {u.get('idle')}s)" for u in users
-                 if isinstance(u, dict)]
-        self.info(f"Here ({len(parts)}): " + ", ".join(parts))
+    @handle.register
+    def _who(self, event: ev.Who) -> None:
+        here = [f"{u.name} (idle {human_duration(u.idle)})" for u in event.users]
+        self.pane.info(f"Here ({len(here)}): " + ", ".join(here))
 
-    def on_help(self, event: dict[str, Any]) -> None:
-        self.info("Commands:")
-        for c in event.get("commands") or []:
-            if isinstance(c, dict) and not str(c.get("usage", "")).startswith(("/proto", "/send")):
-                self.info(f"  {clean(c.get('usage')):<24} {clean(c.get('text'))}")
-        for usage, text in LOCAL_HELP:
-            self.info(f"  {usage:<24} {text}")
+    @handle.register
+    def _session(self, event: ev.Session) -> None:
+        self.pane.info(f"Your session key: {event.session}")
 
-    def on_session(self, event: dict[str, Any]) -> None:
-        self.info(f"Your session key: {clean(event.get('session'))}")
+    @handle.register
+    def _files(self, event: ev.Files) -> None:
+        if not event.files:
+            self.pane.info("No files shared yet.")
+        for f in event.files:
+            self._remember_file(f.file_id)
+            self.pane.info(f"  {f.file_id}  {f.name}  ({human_size(f.size)}, from {f.uploader})")
 
-    def on_files(self, event: dict[str, Any]) -> None:
-        files = [f for f in event.get("files") or [] if isinstance(f, dict)]
-        if not files:
-            self.info("No files shared yet.")
-        for f in files:
-            fid = str(f.get("file_id", ""))
-            if fid and fid not in self.file_ids:
-                self.file_ids.append(fid)
-            self.info(f"  {clean(fid)}  {clean(f.get('name'))}  ({f.get('size')} bytes, "
-                      f"from {clean(f.get('uploader'))})")
-
-    def on_uploaded(self, event: dict[str, Any]) -> None:
-        pass  # uploads run on transfer connections; they report there
-
-    def on_error(self, event: dict[str, Any]) -> None:
-        if self.state != "online" and event.get("code") in ("invalid_name", "name_taken"):
+    @handle.register
+    def _error(self, event: ev.Error) -> None:
+        if self.state != "online" and event.code in ("invalid_name", "name_taken"):
             return  # the prompt that follows carries the same reason
-        self.error(clean(event.get("text", "error")))
+        self.pane.error(event.text or event.code)
 
-    def on_bye(self, event: dict[str, Any]) -> None:
+    @handle.register
+    def _bye(self, event: ev.Bye) -> None:
         if self.state != "quitting":
-            self.error(f"The server said goodbye: {clean(event.get('reason'))}")
+            self.pane.error(f"The server said goodbye: {event.reason}")
+
+    @handle.register
+    def _ping(self, event: ev.Ping) -> None:
+        # A silent JSON connection is cut unless it answers (docs/protocol.md, "Limits").
+        if self.proto is not None:
+            self.proto.send_line(f"/pong {event.token}")
 
     def _transfer_report(self, error: str | None, message: str) -> None:
         if error is None:
-            self.info(message)
+            self.pane.info(message)
         else:
-            self.error(message)
+            self.pane.error(message)
 
-    # --- what the user types ---
-
-    def submit(self, text: str) -> None:
-        text = text.replace("\r", " ").replace("\n", " ")
-        if not text.strip():
-            return
-        if self.state == "naming":
-            if text.strip().lower().startswith("/quit"):
-                self.quit()
-                return
-            self.name = text.strip()
-            if self.proto is not None:
-                self.state = "registering"
-                self.proto.send_line(self.name)
-            self._changed()
-            return
-        if text.startswith("/") and not text.startswith("//"):
-            verb, _, args = text[1:].partition(" ")
-            handler = getattr(self, "cmd_" + verb.lower(), None)
-            if handler is not None:
-                handler(args.strip())
-                return
-        self.send(text)
-
-    def cmd_quit(self, args: str) -> None:
-        self.quit(args or None)
-
-    def cmd_clear(self, args: str) -> None:
-        self.lines.clear()
-        self.anchor, self.unread = None, 0
-        self._changed()
-
-    def cmd_proto(self, args: str) -> None:
-        self.error("This client always speaks JSON with the server.")
-
-    def cmd_cancel(self, args: str) -> None:
-        if not self.transfers.cancel():
-            self.error("No transfer is running.")
-
-    def cmd_send(self, args: str) -> None:
-        try:
-            paths = shlex.split(args)
-        except ValueError as e:
-            self.error(f"/send: {e}")
-            return
-        if not paths:
-            self.error("Usage: /send PATH [PATH...]")
-            return
-        if self.session_key is None:
-            self.error("Not connected: cannot send files.")
-            return
-        for p in paths:
-            self.transfers.add(Upload(Path(p).expanduser(), self.reactor))
-
-    def cmd_get(self, args: str) -> None:
-        try:
-            words = shlex.split(args)
-        except ValueError as e:
-            self.error(f"/get: {e}")
-            return
-        force = any(w in ("-f", "--force") for w in words)
-        words = [w for w in words if w not in ("-f", "--force")]
-        if not 1 <= len(words) <= 2:
-            self.error("Usage: /get [-f] ID [DEST]")
-            return
-        if self.session_key is None:
-            self.error("Not connected: cannot fetch files.")
-            return
-        dest = Path(words[1]).expanduser() if len(words) == 2 else self.download_dir
-        self.transfers.add(Download(words[0], dest, force))
+    # --- leaving ---
 
     def quit(self, reason: str | None = None) -> None:
         """Leave cleanly: /quit to the server, then wait (briefly) for it to close."""

@@ -10,6 +10,8 @@ transport asks for the next chunk only when it has room — so a large file
 never stalls the screen. Downloads are written chunk by chunk to a temporary
 name beside the destination and linked into place only after the size and
 CRC-32 check out; an existing file is replaced only when the user said so.
+Each job reads the connection's typed events (``chat.events``); one it
+cannot read fails the job, since raw bytes may follow a header it missed.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chat import events as ev
+from chat.units import human_size
 from client_tui.connection import JsonLines
-from client_tui.format import clean, human_size, progress_text
+from client_tui.format import progress_text, screen_text
 
 CHUNK = 64 * 1024
 
@@ -42,7 +46,7 @@ class TransferFailed(Exception):
 
 def safe_file_name(name: str, fallback: str) -> str:
     """A server-supplied name reduced to one harmless path component."""
-    base = clean(name).replace("\ufffd", "_").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    base = screen_text(name).replace("\ufffd", "_").replace("\\", "/").rsplit("/", 1)[-1].strip()
     if base in ("", ".", ".."):
         return fallback
     return base[:255]
@@ -60,8 +64,11 @@ class TransferProtocol(JsonLines):
         self.send_line(f"/attach {self.session_key}")
         self.job.connected(self)
 
-    def event_received(self, event: dict[str, Any]) -> None:
+    def event_received(self, event: ev.Event) -> None:
         self.job.event(event)
+
+    def bad_event(self, problem: str) -> None:
+        self.job.fail(f"the server sent an event this client cannot read ({problem})")
 
     def rawDataReceived(self, data: bytes) -> None:
         self.job.raw(data)
@@ -94,14 +101,18 @@ class Job:
     def connected(self, proto: TransferProtocol) -> None:
         self.proto = proto
 
-    def event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "attached":
-            self.started = time.monotonic()
-            self.attached()
-        elif event.get("type") == "error":
-            self.fail(f"{clean(event.get('text', 'error'))}")
-        elif event.get("type") == "bye" and not self.finished:
-            self.fail("the server closed the transfer connection")
+    def event(self, event: ev.Event) -> None:
+        """What the server says on this connection; subclasses answer their own events."""
+        match event:
+            case ev.Attached():
+                self.started = time.monotonic()
+                self.attached()
+            case ev.Error(code=code, text=text):
+                self.fail(text or code)
+            case ev.Bye() if not self.finished:
+                self.fail("the server closed the transfer connection")
+            case ev.Ping(token=token) if self.proto is not None:
+                self.proto.send_line(f"/pong {token}")
 
     def attached(self) -> None:
         raise NotImplementedError
@@ -168,7 +179,7 @@ class Upload(Job):
     verb = "send"
 
     def __init__(self, path: Path, reactor: Any) -> None:
-        super().__init__(clean(path.name))
+        super().__init__(screen_text(path.name))
         self.path = path
         self.reactor = reactor
         self.file: Any = None
@@ -225,14 +236,11 @@ class Upload(Job):
             self.close_file()
             self.sending = False
 
-    def event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "uploaded":
-            info = event.get("file") or {}
-            self.succeed(
-                f"Sent {self.label} ({human_size(self.total)}), id {clean(info.get('file_id'))}"
-            )
-            return
-        super().event(event)
+    def event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Uploaded):
+            self.succeed(f"Sent {self.label} ({human_size(self.total)}), id {event.file.file_id}")
+        else:
+            super().event(event)
 
     def close_file(self) -> None:
         if self.file is not None:
@@ -258,7 +266,7 @@ class Download(Job):
     verb = "get"
 
     def __init__(self, file_id: str, dest: Path, force: bool = False) -> None:
-        super().__init__(clean(file_id[:12]))
+        super().__init__(screen_text(file_id[:12]))
         self.file_id = file_id
         self.dest = dest
         self.force = force
@@ -272,24 +280,22 @@ class Download(Job):
         assert self.proto is not None
         self.proto.send_line(f"/get {self.file_id}")
 
-    def event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "download":
+    def event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.Download):
             self._begin(event)
-            return
-        super().event(event)
+        else:
+            super().event(event)
 
-    def _begin(self, event: dict[str, Any]) -> None:
+    def _begin(self, event: ev.Download) -> None:
         assert self.proto is not None
-        info = event.get("file") or {}
-        name = safe_file_name(str(info.get("name", "")), self.file_id)
+        info = event.file
+        name = safe_file_name(info.name, self.file_id)
         self.label = name
-        length = event.get("length")
-        size = info.get("size")
-        if not isinstance(length, int) or not isinstance(size, int) or length != size:
+        if event.offset != 0 or event.length != info.size or info.size < 0:
             self.fail("the server sent an unexpected download header")
             return
-        self.total = size
-        self.expect_crc = str(info.get("crc32", "")).lower()
+        self.total = info.size
+        self.expect_crc = info.crc32.lower()
         final = self.dest / name if self.dest.is_dir() else self.dest
         if final.exists() and not self.force:
             self.fail(f"{final} already exists; /get -f {self.file_id} to overwrite")

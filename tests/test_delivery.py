@@ -8,11 +8,16 @@ write is counted.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from twisted.internet import defer, task
 
+from chat import events as ev
+from chat.delivery import Delivery
+from chat.render import JsonRenderer, TextRenderer
 from tests.support import Conn, MemoryServer, memory_server
 
 
@@ -107,3 +112,135 @@ def test_a_leaver_gets_what_came_before_its_leave(turns: MemoryServer) -> None:
     left_at = next(i for i, ln in enumerate(lines) if "has left" in ln)
     assert lines[left_at].endswith("cy has left the chat (quit).")
     assert said(lines[:left_at]) == ["one"] and said(lines[left_at:]) == ["two"]
+
+
+# --- Delivery on its own: stored, then sent ---
+
+
+class Peer:
+    def __init__(self, mode: str = "text") -> None:
+        self.mode = mode
+        self.writes: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def text(self) -> str:
+        return b"".join(self.writes).decode()
+
+
+class ManualStore:
+    """A store whose commits finish when the test says so."""
+
+    def __init__(self) -> None:
+        self.commits: list[tuple[list[int], int, defer.Deferred[None]]] = []
+        self.ids = 0
+
+    def commit(self, events: list[ev.Event], last_id: int) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self.commits.append(([e.id for e in events], last_id, d))  # type: ignore[attr-defined]
+        return d
+
+    def message(self, text: str, sender: str = "ann") -> ev.Message:
+        self.ids += 1
+        return ev.Message(self.ids, 0.0, sender, text)
+
+
+def delivery(coalesce: bool = True) -> tuple[task.Clock, ManualStore, Delivery]:
+    clock, store = task.Clock(), ManualStore()
+    renderers = {"text": TextRenderer(), "json": JsonRenderer()}
+    return clock, store, Delivery(
+        clock, renderers, store.commit, lambda: store.ids, coalesce=coalesce
+    )
+
+
+def test_nothing_is_sent_before_its_batch_is_stored() -> None:
+    clock, store, d = delivery()
+    bob = Peer()
+    d.add_member(bob, "bob")
+    d.broadcast(store.message("one"))
+    clock.advance(0)
+    ((ids, last_id, committed),) = store.commits
+    assert (ids, last_id) == ([1], 1) and bob.writes == []
+    committed.callback(None)
+    assert "<ann> one" in bob.text()
+
+
+def test_a_turn_that_arrives_while_one_commits_is_the_next_batch_whole() -> None:
+    clock, store, d = delivery()
+    bob = Peer()
+    d.add_member(bob, "bob")
+    d.broadcast(store.message("one"))
+    clock.advance(0)
+    for text in ("two", "three"):
+        d.broadcast(store.message(text))
+        clock.advance(0)
+    assert len(store.commits) == 1  # group commit: the others wait for the first
+    store.commits[0][2].callback(None)
+    assert len(store.commits) == 2 and store.commits[1][:2] == ([2, 3], 3)
+    store.commits[1][2].callback(None)
+    assert said(bob.text().splitlines()) == ["one", "two", "three"] and len(bob.writes) == 2
+
+
+def test_ids_without_history_are_recorded_before_anyone_sees_them() -> None:
+    clock, store, d = delivery()
+    bob = Peer()
+    d.add_member(bob, "bob")
+    store.ids = 41
+    d.broadcast(ev.Join(42, 0.0, "cy"))
+    clock.advance(0)
+    assert store.commits[0][:2] == ([], 42) and bob.writes == []
+
+
+def test_a_reply_waits_behind_what_is_queued_for_that_connection_only() -> None:
+    clock, store, d = delivery()
+    bob, newcomer = Peer(), Peer()
+    d.add_member(bob, "bob")
+    d.broadcast(store.message("one"))
+    d.reply(bob, ev.Info("for bob"))
+    d.reply(newcomer, ev.Info("for a connection with nothing queued"))
+    assert newcomer.writes and bob.writes == []
+    clock.advance(0)
+    store.commits[0][2].callback(None)
+    assert bob.text().index("one") < bob.text().index("for bob")
+
+
+def test_a_mode_switch_mid_batch_keeps_earlier_events_in_the_old_mode() -> None:
+    clock, store, d = delivery()
+    bob = Peer("text")
+    d.add_member(bob, "bob")
+    d.broadcast(store.message("before"))
+    bob.mode = "json"
+    d.mode_changed(bob, "text")
+    d.broadcast(store.message("after"))
+    clock.advance(0)
+    store.commits[0][2].callback(None)
+    first, second = bob.text().splitlines()
+    assert first.endswith("<ann> before") and json.loads(second)["text"] == "after"
+
+
+def test_members_hear_only_their_window_of_a_batch() -> None:
+    clock, store, d = delivery()
+    old, new = Peer(), Peer()
+    d.add_member(old, "old")
+    d.broadcast(store.message("one"))
+    d.add_member(new, "new")
+    d.broadcast(store.message("two"))
+    d.remove_member(old)
+    d.broadcast(store.message("three"))
+    clock.advance(0)
+    store.commits[0][2].callback(None)
+    assert said(old.text().splitlines()) == ["one", "two"]
+    assert said(new.text().splitlines()) == ["two", "three"]
+
+
+def test_delivered_fires_once_what_was_queued_is_written() -> None:
+    clock, store, d = delivery()
+    bob = Peer()
+    d.add_member(bob, "bob")
+    d.broadcast(store.message("one"))
+    done = d.delivered(bob)
+    clock.advance(0)
+    assert not done.called
+    store.commits[0][2].callback(None)
+    assert done.called and bob.writes

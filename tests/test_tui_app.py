@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import RealServer, kill_quietly
+from tests.support import RELAXED_TOML, RealServer, kill_quietly
 from tests.tui_support import (
     CTRL_A,
     CTRL_C,
@@ -66,6 +66,13 @@ def test_register_chat_participants_and_quit(real: RealServer, drivers: list[Tui
     tui.type("/msg bob back at you")
     tui.wait(line=r"-> \*bob\* back at you$")
     bob.expect_event("private", sender="alice", recipient="bob", text="back at you")
+
+    # /who words idle times as the server does (chat.units), /help lists the client's usage.
+    tui.type("/who")
+    tui.wait(line=r"Here \(2\): bob \(idle \d+s\), alice \(idle \d+s\)$")
+    tui.type("/help")
+    snap = tui.wait(line=r"^\S+   /get \[-f\] ID \[DEST\] +download")
+    assert not any("OFFSET" in ln for ln in snap["lines"])
 
     carol = real.client("carol", json_mode=True)
     tui.wait(participants=["bob", "alice", "carol"], line="--> carol has joined")
@@ -122,6 +129,8 @@ def test_send_get_and_cancel(real: RealServer, drivers: list[TuiDriver], tmp_pat
     snap = tui.wait(line="missing.txt failed: No such file", idle=True)
     assert any("Sent notes file.bin" in ln for ln in snap["lines"])
     tui.wait(line=r"shared notes file\.bin \(300\.0 KiB\) id " + shared["file_id"])
+    tui.type("/files")
+    tui.wait(line=shared["file_id"] + r"  notes file\.bin  \(300\.0 KiB, from alice\)$")
 
     # Downloads go to the current directory; an existing name is not overwritten.
     down = tmp_path / "down"
@@ -209,3 +218,27 @@ def test_reconnect_after_server_restart(tmp_path: Path, drivers: list[TuiDriver]
         kill_quietly(first)
         if second is not None:
             kill_quietly(second)
+
+
+def test_pings_keep_a_silent_client_online(tmp_path: Path, drivers: list[TuiDriver]) -> None:
+    config = tmp_path / "pings.toml"
+    config.write_text(RELAXED_TOML + "ping_interval = 1.0\nping_timeout = 1.0\n")
+    server = RealServer(tmp_path / "data", "--config", str(config), relaxed=False)
+    try:
+        tui = start(drivers, server.port, "--name", "alice")
+        tui.wait(state="online")
+        bob = server.client("bob", json_mode=True)
+        # Alice types nothing for three ping periods (a silent connection is cut
+        # after 2 s); bob answers his pings by talking, the client answers its own.
+        for i in range(3):
+            bob.expect_event("ping")
+            bob.send_line(f"ping {i} answered")
+            tui.wait(line=f"<bob> ping {i} answered$")
+        snap = tui.snapshot()
+        assert snap["state"] == "online" and snap["participants"] == ["alice", "bob"]
+        assert not any("Disconnected" in ln for ln in snap["lines"])
+        tui.keys(CTRL_C)
+        tui.wait_exit()
+        bob.expect_event("leave", name="alice", reason="quit")
+    finally:
+        kill_quietly(server)

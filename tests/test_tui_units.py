@@ -1,109 +1,103 @@
 """The TUI's screenless pieces: event lines, colours, completion, progress, session logic.
 
 No terminal and no sockets: ``format`` and ``completion`` are pure, and a
-``ChatSession`` runs on a ``task.Clock`` with a fake chat connection, so
-reconnection and deduplication are checked without waiting for anything.
+``ChatSession`` runs on a ``task.Clock`` with a fake chat connection and typed
+events, so reconnection and deduplication are checked without waiting for
+anything.
 """
 
 from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.python.failure import Failure
 
+from chat import events as ev
+from chat.units import human_size
 from client_tui.__main__ import parse_args
 from client_tui.completion import ChatCompleter
 from client_tui.connection import Backoff, parse_address
 from client_tui.format import (
     NICK_COLOURS,
-    clean,
+    clock_duration,
     event_line,
-    human_duration,
-    human_size,
     local_time,
     nick_colour,
     progress_text,
+    screen_text,
 )
 from client_tui.session import ChatSession
 from client_tui.transfer import safe_file_name
+from tests.tui_support import TS_POSIX, FakeConn, FakeEndpoint, msg, online
 
-TS = "2026-11-23T16:37:22.046Z"
-T = local_time(TS)
+T = local_time(TS_POSIX)
 
 
 # --- event -> line ---
 
 
-def text(event: dict[str, Any], me: str | None = "alice") -> str:
+def text(event: ev.Event, me: str | None = "alice") -> str:
     line = event_line(event, me)
     assert line is not None
     return line.text
 
 
 def test_message_lines() -> None:
-    ev = {"type": "message", "id": 1, "ts": TS, "sender": "bob", "text": "hello"}
-    assert text(ev) == f"{T} <bob> hello"
-    line = event_line(ev, "alice")
+    event = ev.Message(1, TS_POSIX, "bob", "hello")
+    assert text(event) == f"{T} <bob> hello"
+    line = event_line(event, "alice")
     assert line is not None and line.id == 1 and line.kind == "message"
-    own = event_line({**ev, "sender": "Alice"}, "alice")
+    own = event_line(ev.Message(1, TS_POSIX, "Alice", "hello"), "alice")
     assert own is not None and own.kind == "own"
     assert any("own" in style for style, _ in own.fragments)
 
 
 def test_other_event_lines() -> None:
-    assert text({"type": "action", "id": 2, "ts": TS, "sender": "bob", "text": "waves"}) == (
-        f"{T}  * bob waves"
-    )
-    priv = {"type": "private", "id": 3, "ts": TS, "sender": "bob", "recipient": "alice",
-            "text": "psst"}
-    assert text(priv) == f"{T} *bob* psst"
-    assert text({**priv, "sender": "alice", "recipient": "bob"}) == f"{T} -> *bob* psst"
-    assert text({"type": "join", "id": 4, "ts": TS, "name": "carol"}) == (
-        f"{T} --> carol has joined"
-    )
-    assert text({"type": "leave", "id": 5, "ts": TS, "name": "carol", "reason": "quit: bye"}) == (
+    assert text(ev.Action(2, TS_POSIX, "bob", "waves")) == f"{T}  * bob waves"
+    assert text(ev.Private(3, TS_POSIX, "bob", "alice", "psst")) == f"{T} *bob* psst"
+    assert text(ev.Private(3, TS_POSIX, "alice", "bob", "psst")) == f"{T} -> *bob* psst"
+    assert text(ev.Join(4, TS_POSIX, "carol")) == f"{T} --> carol has joined"
+    assert text(ev.Leave(5, TS_POSIX, "carol", "quit: bye")) == (
         f"{T} <-- carol has left (quit: bye)"
     )
-    assert text({"type": "nick", "id": 6, "ts": TS, "old": "carol", "new": "carla"}) == (
-        f"{T} -- carol is now known as carla"
-    )
-    assert text({"type": "notice", "id": 7, "ts": TS, "text": "going down"}) == (
-        f"{T} -- Server notice: going down"
-    )
-    f = text({"type": "file", "id": 8, "ts": TS, "sender": "bob", "file_id": "ab" * 16,
-              "name": "notes.txt", "size": 1234, "crc32": "00000000", "sha256": "0" * 64,
-              "url": None})
-    assert "bob shared notes.txt (1.2 KiB) id " + "ab" * 16 in f
-    assert event_line({"type": "welcome"}, "alice") is None
+    assert text(ev.Nick(6, TS_POSIX, "carol", "carla")) == f"{T} -- carol is now known as carla"
+    assert text(ev.Notice(7, TS_POSIX, "going down")) == f"{T} -- Server notice: going down"
+    shared = ev.FileShared(8, TS_POSIX, "bob", "ab" * 16, "notes.txt", 1234, "00000000",
+                           "0" * 64, None)
+    assert "bob shared notes.txt (1.2 KiB) id " + "ab" * 16 in text(shared)
+    assert event_line(ev.Welcome("alice", "k", "x", None), "alice") is None
 
 
 def test_notices_are_dimmed() -> None:
-    line = event_line({"type": "join", "id": 4, "ts": TS, "name": "carol"}, "alice")
+    line = event_line(ev.Join(4, TS_POSIX, "carol"), "alice")
     assert line is not None
     assert all("notice" in style or "time" in style for style, _ in line.fragments)
 
 
 @given(st.text())
 def test_hostile_text_cannot_reach_the_terminal(s: str) -> None:
-    ev = {"type": "message", "id": 1, "ts": TS, "sender": "b\x1bob", "text": s}
-    line = event_line(ev, None)
+    line = event_line(ev.Message(1, TS_POSIX, "b\x1bob", s), None)
     assert line is not None
     for _, t in line.fragments:
         assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in t)
         assert "\u2028" not in t and "\u202e" not in t
 
 
-def test_clean_replaces_controls() -> None:
-    assert clean("a\x1b[31mb\x07\x9bc\td") == "a\ufffd[31mb\ufffd\ufffdc\ufffdd"
-    assert clean("плохо ✓") == "плохо ✓"
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_any_timestamp_renders(ts: float) -> None:
+    assert len(text(ev.Message(1, ts, "bob", "x"))) > 0
+
+
+def test_screen_text_replaces_controls() -> None:
+    assert screen_text("a\x1b[31mb\x07\x9bc\td") == "a\ufffd[31mb\ufffd\ufffdc\ufffdd"
+    assert screen_text("плохо ✓") == "плохо ✓"
 
 
 # --- colours, sizes, progress ---
@@ -118,14 +112,14 @@ def test_nick_colour_is_stable_and_case_insensitive() -> None:
     assert len({nick_colour(n) for n in names}) > len(NICK_COLOURS) // 2
 
 
-def test_sizes_and_durations() -> None:
-    assert human_size(0) == "0 B"
-    assert human_size(1023) == "1023 B"
+def test_sizes_are_the_shared_ones_and_durations_a_clock() -> None:
+    import client_tui.format
+
+    assert client_tui.format.human_size is human_size  # chat.units: one meaning everywhere
     assert human_size(1536) == "1.5 KiB"
-    assert human_size(3 * 1024**3) == "3.0 GiB"
-    assert human_duration(7) == "0:07"
-    assert human_duration(750) == "12:30"
-    assert human_duration(3723) == "1:02:03"
+    assert clock_duration(7) == "0:07"
+    assert clock_duration(750) == "12:30"
+    assert clock_duration(3723) == "1:02:03"
 
 
 def test_progress_text() -> None:
@@ -208,46 +202,6 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 # --- the session, on a fake clock ---
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.closed = False
-
-    def loseConnection(self) -> None:
-        self.closed = True
-
-
-class FakeConn:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.transport = FakeTransport()
-
-    def send_line(self, text: str) -> None:
-        self.sent.append(text)
-
-
-class FakeEndpoint:
-    def __init__(self) -> None:
-        self.attempts: list[defer.Deferred[Any]] = []
-
-    def connect(self, factory: Any) -> defer.Deferred[Any]:
-        d: defer.Deferred[Any] = defer.Deferred()
-        self.attempts.append(d)
-        return d
-
-
-def online(session: ChatSession, conn: FakeConn, history: list[dict[str, Any]]) -> None:
-    session.connected(conn)  # type: ignore[arg-type]
-    session.event(conn, {"type": "prompt", "text": "Choose a username:", "reason": None})  # type: ignore[arg-type]
-    session.event(conn, {"type": "welcome", "name": "alice", "session": "k", "server": "x",  # type: ignore[arg-type]
-                         "http": None})
-    session.event(conn, {"type": "participants", "names": ["bob", "alice"], "you": "alice"})  # type: ignore[arg-type]
-    session.event(conn, {"type": "history", "messages": history, "requested": 20})  # type: ignore[arg-type]
-
-
-def msg(i: int) -> dict[str, Any]:
-    return {"type": "message", "id": i, "ts": TS, "sender": "bob", "text": f"m{i}"}
-
-
 def test_session_reconnects_with_backoff_and_dedupes() -> None:
     clock = task.Clock()
     ep = FakeEndpoint()
@@ -272,7 +226,7 @@ def test_session_reconnects_with_backoff_and_dedupes() -> None:
     c2 = FakeConn()
     online(s, c2, [msg(1), msg(2), msg(3)])
     assert c2.sent == ["alice", "/history 500"]  # re-registers with the same name
-    texts = [ln.text for ln in s.lines if "<bob>" in ln.text]
+    texts = [ln.text for ln in s.pane.lines if "<bob>" in ln.text]
     assert [t.split("> ")[1] for t in texts] == ["m1", "m2", "m3"]
 
 
@@ -280,26 +234,28 @@ def test_session_asks_again_for_a_refused_name() -> None:
     s = ChatSession(task.Clock(), FakeEndpoint, "srv", name="root")  # type: ignore[arg-type]
     c = FakeConn()
     s.connected(c)  # type: ignore[arg-type]
-    s.event(c, {"type": "prompt", "text": "", "reason": None})  # type: ignore[arg-type]
+    s.event(c, ev.Prompt(""))  # type: ignore[arg-type]
     assert c.sent == ["root"]
-    s.event(c, {"type": "error", "code": "invalid_name", "text": "reserved", "command": None})  # type: ignore[arg-type]
-    s.event(c, {"type": "prompt", "text": "", "reason": "That name is reserved."})  # type: ignore[arg-type]
+    s.event(c, ev.Error("invalid_name", None, {}, "reserved"))  # type: ignore[arg-type]
+    s.event(c, ev.Prompt("", "That name is reserved."))  # type: ignore[arg-type]
     assert s.state == "naming"
-    assert any("Name refused: That name is reserved." in ln.text for ln in s.lines)
-    s.submit("alice")
+    assert [ln.text[9:] for ln in s.pane.lines] == ["!! Name refused: That name is reserved.",
+                                                     "Choose a username (type it below and "
+                                                     "press Enter):"]
+    s.commands.submit("alice")
     assert c.sent == ["root", "alice"]
 
 
 def test_scrolling_holds_the_view() -> None:
-    s = ChatSession(task.Clock(), FakeEndpoint, "srv")  # type: ignore[arg-type]
+    pane = ChatSession(task.Clock(), FakeEndpoint, "srv").pane  # type: ignore[arg-type]
     for i in range(30):
-        s.info(f"line {i}")
-    s.scroll(-10)
-    assert s.anchor == 19
-    s.info("new")
-    assert len(s.visible_lines()) == 20 and s.unread == 1
-    s.scroll(100)
-    assert s.anchor is None and s.unread == 0 and len(s.visible_lines()) == 31
+        pane.info(f"line {i}")
+    pane.scroll(-10)
+    assert pane.anchor == 19
+    pane.info("new")
+    assert len(pane.visible_lines()) == 20 and pane.unread == 1
+    pane.scroll(100)
+    assert pane.anchor is None and pane.unread == 0 and len(pane.visible_lines()) == 31
 
 
 def test_quit_sends_quit_and_waits_for_close() -> None:
@@ -307,7 +263,7 @@ def test_quit_sends_quit_and_waits_for_close() -> None:
     s = ChatSession(clock, FakeEndpoint, "srv", name="alice")  # type: ignore[arg-type]
     c = FakeConn()
     online(s, c, [])
-    s.submit("/quit see you")
+    s.commands.submit("/quit see you")
     assert c.sent[-1] == "/quit see you" and not s.done.called
     s.lost(c, Failure(ConnectionError("closed")))  # type: ignore[arg-type]
     assert s.done.called and s.state == "closed"

@@ -37,14 +37,14 @@ from twisted.protocols.basic import LineReceiver  # noqa: E402
 
 def snapshot(session: Any) -> dict[str, Any]:
     return {
-        "lines": [ln.text for ln in session.lines],
-        "visible": len(session.visible_lines()),
+        "lines": [ln.text for ln in session.pane.lines],
+        "visible": len(session.pane.visible_lines()),
         "participants": list(session.participants),
         "state": session.state,
         "me": session.me,
         "status": session.status_text(),
-        "anchor": session.anchor,
-        "unread": session.unread,
+        "anchor": session.pane.anchor,
+        "unread": session.pane.unread,
         "transfer": session.transfers.status(),
         "input": session.input_text(),
     }

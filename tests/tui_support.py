@@ -1,9 +1,11 @@
-"""Pytest side of the TUI tests: a handle on one ``tests/tui_driver.py`` process.
+"""Pytest side of the TUI tests: a driven client process, and fakes for a screenless one.
 
-``TuiDriver`` sends the driver one JSON command per line and reads the answer
-with a deadline (``poll``, never a sleep). ``wait(...)`` returns the
-client's snapshot once the condition holds and fails the test with the last
-snapshot when it does not.
+``TuiDriver`` is a handle on one ``tests/tui_driver.py`` process: it sends the
+driver one JSON command per line and reads the answer with a deadline
+(``poll``, never a sleep). ``wait(...)`` returns the client's snapshot once
+the condition holds and fails the test with the last snapshot when it does
+not. ``FakeConn``, ``FakeEndpoint`` and ``online`` let unit tests run a
+``ChatSession`` on a ``task.Clock`` with typed events and no sockets.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
+
+from chat import events as ev
+from client_tui.session import ChatSession
 from tests.support import readable
 
 DRIVER = Path(__file__).with_name("tui_driver.py")
@@ -101,3 +107,55 @@ class TuiDriver:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+# --- a ChatSession without sockets ---
+
+#: A server timestamp, as the wire has it and as the typed events hold it.
+TS = "2026-11-23T16:37:22.046Z"
+TS_POSIX = ev.parse_iso(TS)
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def loseConnection(self) -> None:
+        self.closed = True
+
+
+class FakeConn:
+    """Stands in for a ``ChatConnection``: records what the session sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.transport = FakeTransport()
+
+    def send_line(self, text: str) -> None:
+        self.sent.append(text)
+
+
+class FakeEndpoint:
+    def __init__(self) -> None:
+        self.attempts: list[defer.Deferred[Any]] = []
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.attempts.append(d)
+        return d
+
+
+def msg(i: int, sender: str = "bob") -> ev.Message:
+    return ev.Message(i, TS_POSIX, sender, f"m{i}")
+
+
+def online(session: ChatSession, conn: FakeConn, history: list[ev.Event]) -> None:
+    """What a server says to a client that registers as alice beside bob."""
+    session.connected(conn)  # type: ignore[arg-type]
+    for event in (
+        ev.Prompt("Choose a username:"),
+        ev.Welcome("alice", "k", "x", None),
+        ev.Participants(("bob", "alice"), "alice"),
+        ev.History(tuple(history), 20),
+    ):
+        session.event(conn, event)  # type: ignore[arg-type]
