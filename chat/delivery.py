@@ -33,7 +33,12 @@ from chat.sanitize import for_log
 
 #: Seconds between attempts to commit a batch the database refused.
 RETRY_DELAY = 1.0
+#: Event ids are recorded as used this many at a time, like a database
+#: sequence's cache: a batch of joins and leaves needs no transaction of its
+#: own, and a restart skips at most this many ids (never reuses one).
+ID_BLOCK = 1000
 
+#: ``commit(messages, reserved)``: write the messages and the id high-water mark.
 Commit = Callable[[list[ev.Event], int], "defer.Deferred[None]"]
 
 
@@ -59,7 +64,7 @@ class _Batch:
         "rendered", "starts", "waiters",
     )
 
-    def __init__(self, last_id: int) -> None:
+    def __init__(self) -> None:
         #: Broadcasts: (event, the member who caused it or None).
         self.events: list[tuple[ev.Event, Any]] = []
         #: Replies to one connection, rendered when made: (position in events, bytes).
@@ -73,7 +78,7 @@ class _Batch:
         self.origins: set[Any] = set()
         #: Messages for the history table, and the highest id handed out.
         self.history: list[ev.Event] = []
-        self.last_id = last_id
+        self.last_id = 0
         self.observed: list[ev.Event] = []
         self.rendered: dict[str, list[bytes]] = {}
         self.waiters: list[defer.Deferred[None]] = []
@@ -104,7 +109,8 @@ class Delivery:
         self.members: dict[Peer, Any] = {}
         self._open: _Batch | None = None
         self._committing: _Batch | None = None
-        self._committed_id = last_id()
+        #: Every id up to this one is recorded as (possibly) used.
+        self._reserved = last_id()
         self._turn: IDelayedCall | None = None
         #: Called with every chat event once it has been delivered (the console).
         self.observers: list[Callable[[ev.Event], None]] = []
@@ -196,7 +202,7 @@ class Delivery:
 
     def _batch(self) -> _Batch:
         if self._open is None:
-            self._open = _Batch(self._committed_id)
+            self._open = _Batch()
             if self._coalesce and self._committing is None:
                 self._turn = self._clock.callLater(0, self._turn_ended)
         return self._open
@@ -223,11 +229,16 @@ class Delivery:
         self._store(batch)
 
     def _store(self, batch: _Batch) -> None:
-        if not batch.history and batch.last_id <= self._committed_id:
-            self._stored(None, batch)
+        reserve = self._reserved
+        if batch.last_id > reserve:
+            reserve = batch.last_id + ID_BLOCK
+        if not batch.history and reserve == self._reserved:
+            self._stored(None, batch, reserve)
             return
-        d = self._commit(batch.history, batch.last_id)
-        d.addCallbacks(self._stored, self._store_failed, (batch,), errbackArgs=(batch,))
+        d = self._commit(batch.history, reserve)
+        d.addCallbacks(
+            self._stored, self._store_failed, (batch, reserve), errbackArgs=(batch,)
+        )
 
     def _store_failed(self, failure: Failure, batch: _Batch) -> None:
         # Delivered means stored: the batch waits (and the chat with it) rather
@@ -238,8 +249,8 @@ class Delivery:
         )
         self._clock.callLater(RETRY_DELAY, self._store, batch)
 
-    def _stored(self, _: object, batch: _Batch) -> None:
-        self._committed_id = max(self._committed_id, batch.last_id)
+    def _stored(self, _: object, batch: _Batch, reserved: int) -> None:
+        self._reserved = max(self._reserved, reserved)
         self._committing = None
         try:
             self._deliver(batch)
@@ -275,8 +286,16 @@ class Delivery:
         end = batch.ends[peer][0] if peer in batch.ends else len(batch.events)
         if peer not in self.members and peer not in batch.ends:
             start = end = 0  # never a member of this batch (replies only)
-        switches = batch.modes.get(peer) or [(0, peer.mode)]
-        replies = batch.direct.get(peer, [])
+        switches = batch.modes.get(peer)
+        replies = batch.direct.get(peer)
+        events = batch.events
+        if switches is None and replies is None:  # the common case: one mode, no replies
+            lines = self._lines(batch, peer.mode)
+            if user is None or self.renderers[peer.mode].echo_own:
+                return b"".join(lines[start:end])
+            return b"".join([lines[i] for i in range(start, end) if events[i][1] is not user])
+        switches = switches or [(0, peer.mode)]
+        replies = replies or []
         out: list[bytes] = []
         r = 0
         for i in range(start, end):
@@ -284,8 +303,7 @@ class Delivery:
                 out.append(replies[r][1])
                 r += 1
             mode = next(m for at, m in reversed(switches) if at <= i)
-            origin = batch.events[i][1]
-            if origin is user and user is not None and not self.renderers[mode].echo_own:
+            if events[i][1] is user and user is not None and not self.renderers[mode].echo_own:
                 continue
             out.append(self._lines(batch, mode)[i])
         out.extend(data for _, data in replies[r:])

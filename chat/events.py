@@ -13,6 +13,7 @@ renderer's. Nothing here knows about sockets or encodings.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ def parse_iso(text: str) -> float:
 
 class BadEvent(ValueError):
     """A JSON object that is not a well-formed event of a known type."""
+
+
+class UnknownEvent(BadEvent):
+    """A JSON object whose ``type`` is none this version knows (a newer server's)."""
+
+
+#: The largest integer a field may hold: sizes and ids fit in SQLite's 64 bits.
+MAX_INT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,7 @@ class Event:
     def from_json(cls, data: Any) -> Self:
         """The event ``data`` describes; ``BadEvent`` if it is not one of this class."""
         if not isinstance(data, dict) or data.get("type") != cls.type:
-            raise BadEvent(f"not a {cls.type} event: {str(data)[:80]}")
+            raise BadEvent(f"not a {cls.type} event: {_what(data)}")
         hints = _hints(cls)
         values = {}
         for f in dataclasses.fields(cls):
@@ -201,7 +210,7 @@ class Participants(Event):
 @dataclass(frozen=True, slots=True)
 class History(Event):
     type: ClassVar[str] = "history"
-    messages: tuple[Event, ...]
+    messages: tuple[Message | Action, ...]
     requested: int
 
 
@@ -236,12 +245,12 @@ class Error(Event):
     @classmethod
     def from_json(cls, data: Any) -> Self:
         if not isinstance(data, dict) or data.get("type") != cls.type:
-            raise BadEvent(f"not an error event: {str(data)[:80]}")
+            raise BadEvent(f"not an error event: {_what(data)}")
         code, text, command = data.get("code"), data.get("text"), data.get("command")
         if not isinstance(code, str) or not isinstance(text, str | None) or not isinstance(
             command, str | None
         ):
-            raise BadEvent(f"error: bad fields in {str(data)[:80]}")
+            raise BadEvent("error: bad code, text or command")
         params = {k: v for k, v in data.items() if k not in ("type", "code", "text", "command")}
         return cls(code, command, params, text)
 
@@ -265,7 +274,7 @@ class Help(Event):
     @classmethod
     def from_json(cls, data: Any) -> Self:
         if not isinstance(data, dict) or data.get("type") != cls.type:
-            raise BadEvent(f"not a help event: {str(data)[:80]}")
+            raise BadEvent(f"not a help event: {_what(data)}")
         rows = data.get("commands")
         if not isinstance(rows, list) or not all(
             isinstance(r, dict) and isinstance(r.get("usage"), str)
@@ -364,9 +373,9 @@ class Info(Event):
     text: str
 
 
-CHAT_EVENTS: tuple[type[Event], ...] = (
-    Message, Action, Private, Join, Leave, Nick, Notice, FileShared,
-)
+#: The events of the conversation itself: numbered, timestamped, seen by more than one.
+ChatEvent = Message | Action | Private | Join | Leave | Nick | Notice | FileShared
+CHAT_EVENTS: tuple[type[Event], ...] = typing.get_args(ChatEvent)
 
 #: Every event a server sends, by wire type.
 EVENTS: dict[str, type[Event]] = {
@@ -382,8 +391,17 @@ def from_json(data: Any) -> Event:
     """The event a decoded JSON line describes; ``BadEvent`` if it is none we know."""
     cls = EVENTS.get(data.get("type")) if isinstance(data, dict) else None
     if cls is None:
-        raise BadEvent(f"unknown event: {str(data)[:80]}")
+        raise UnknownEvent(f"unknown event: {_what(data)}")
     return cls.from_json(data)
+
+
+def _what(value: Any) -> str:
+    """A short description of a JSON value (never its repr: it may nest without end)."""
+    if isinstance(value, dict):
+        return f"an object of type {str(value.get('type'))[:40]!r}"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return repr(value)[:40]
+    return f"a {type(value).__name__}"
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -420,9 +438,13 @@ def _typed(hint: Any, value: Any, where: str) -> Any:
     elif hint is type(None) and value is None:
         return None
     elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    elif hint in (int, str, bool) and type(value) is hint:
+        if math.isfinite(value) and abs(value) <= MAX_INT:
+            return float(value)
+    elif hint is int and type(value) is int:
+        if abs(value) <= MAX_INT:
+            return value
+    elif hint in (str, bool) and type(value) is hint:
         return value
     elif hint is Any:
         return value
-    raise BadEvent(f"{where}: unexpected {str(value)[:40]!r}")
+    raise BadEvent(f"{where}: unexpected {_what(value)}")

@@ -37,7 +37,7 @@ class Output:
     """The send queue of one connection, and the downloads that take its wire."""
 
     __slots__ = ("_cut", "_held", "_held_bytes", "_limits", "_over_soft", "_owner",
-                 "_transport", "sending", "sent")
+                 "_transport")
 
     def __init__(self, owner: Sender, transport: Any, limits: LimitSettings) -> None:
         self._owner = owner
@@ -46,11 +46,8 @@ class Output:
         #: Whether the transport's buffer is over the soft limit (or cannot tell: TLS).
         self._over_soft = False
         self._cut = False
-        #: A download has the wire: other output waits here.
-        self.sending = False
-        self._held: list[bytes] = []
+        self._held: list[bytes] | None = None  # only while a download has the wire
         self._held_bytes = 0
-        self.sent = 0
         # Above the soft limit the transport pauses our watch: commands wait.
         transport.bufferSize = limits.send_queue_soft_bytes
         self._watch()
@@ -58,15 +55,19 @@ class Output:
     def write(self, data: bytes) -> None:
         if self._cut:
             return
-        if self.sending:
+        if self._held is not None:
             self._held.append(data)
             self._held_bytes += len(data)
         else:
             self._transport.write(data)
-        self.sent += len(data)
         if (self._over_soft or self.sending) and self.queued() > self._limits.send_queue_bytes:
             self._cut = True
             self._owner.overflowed()
+
+    @property
+    def sending(self) -> bool:
+        """A download has the wire: other output waits (held) until its last byte."""
+        return self._held is not None
 
     def queued(self) -> int:
         """Bytes written for this client that it has not read yet."""
@@ -100,13 +101,12 @@ class Output:
         self._transport.unregisterProducer()
         self.paused(False)
         self._transport.write(header)
-        self.sending = True
+        self._held = []
         d = files.send_file(f, info, offset, self._transport, user)
         return d.addBoth(self._downloaded)
 
     def _downloaded(self, result: object) -> None:
-        self.sending = False
-        held, self._held, self._held_bytes = self._held, [], 0
+        held, self._held, self._held_bytes = self._held or [], None, 0
         if isinstance(result, Failure):
             # The producer was stopped: the client went away mid-file (its
             # transport is being torn down, so nothing is registered again).

@@ -141,7 +141,7 @@ class ChatProtocol(Protocol, TimeoutMixin):
         if self.user is not None and self.user.peer is self:
             self.service.leave(self.user, reason)
         elif self.user is not None:
-            self.user.attachments.discard(self)
+            self.user.attachments = self.user.attachments - {self}
 
     def _stop_timers(self) -> None:
         self.setTimeout(None)
@@ -334,7 +334,7 @@ class ChatProtocol(Protocol, TimeoutMixin):
         """Become a transfer connection acting for ``owner``."""
         self.setTimeout(None)
         self.user = owner
-        owner.attachments.add(self)
+        owner.attachments = owner.attachments | {self}
         self.set_mode("json")
         self.state = State.ATTACHED
         self.reply(ev.Attached(owner.name))

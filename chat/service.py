@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import quote
 
@@ -46,8 +46,9 @@ class User:
     address: str
     joined: float
     last_active: float
-    #: Transfer connections attached with this user's session key.
-    attachments: set[Peer] = field(default_factory=set)
+    #: Transfer connections attached with this user's session key (replaced,
+    #: never mutated: most users have none, and they all share the empty one).
+    attachments: frozenset[Peer] = frozenset()
 
 
 def invalid_name(problem: str, name: str, command: str | None = None) -> ev.Error:
@@ -147,9 +148,9 @@ class ChatService:
         self.registry.remove(user.name)
         self.delivery.remove_member(user.peer)  # what came before the leave still reaches it
         self._sessions.pop(user.session, None)
-        for attached in list(user.attachments):
-            attached.disconnect("owner left")
-        user.attachments.clear()
+        attached, user.attachments = user.attachments, frozenset()
+        for conn in attached:
+            conn.disconnect("owner left")
         reason = clean(reason)
         self.broadcast(self._chat_event(ev.Leave, user.name, reason))
         self.log.info("{name} left ({reason})", name=user.name, reason=for_log(reason))

@@ -140,7 +140,7 @@ class Store:
         return self._last_id
 
     def last_id(self) -> int:
-        """The highest event id handed out so far."""
+        """The highest event id handed out so far (after a restart: recorded as reserved)."""
         return self._last_id
 
     def remember(self, event: ev.Event) -> None:
@@ -154,8 +154,9 @@ class Store:
         items = list(self._recent)
         return items[-n:]
 
-    def commit(self, events: Iterable[ev.Event], last_id: int) -> defer.Deferred[None]:
-        """Write ``events`` and the id high-water mark in one transaction."""
+    def commit(self, events: Iterable[ev.Event], reserved: int) -> defer.Deferred[None]:
+        """Write ``events``, and that no id up to ``reserved`` may be handed out again,
+        in one transaction."""
         rows = [(e.id, e.ts, e.type, e.sender, e.text) for e in events]  # type: ignore[attr-defined]
 
         def write() -> None:
@@ -169,7 +170,7 @@ class Store:
                 )
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)",
-                    (str(last_id),),
+                    (str(reserved),),
                 )
 
         return self._run(write)

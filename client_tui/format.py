@@ -24,10 +24,7 @@ from chat.units import human_size
 Fragments = list[tuple[str, str]]
 
 #: The events that make a line in the pane (those with an ``id`` and a ``ts``).
-ChatEvent = (
-    ev.Message | ev.Action | ev.Private | ev.Join | ev.Leave | ev.Nick | ev.Notice
-    | ev.FileShared
-)
+ChatEvent = ev.ChatEvent
 
 #: Foreground colours for nicks: distinct on dark and light backgrounds, and
 #: none of them the dim grey used for notices or the red used for errors.

@@ -16,7 +16,7 @@ import pytest
 from twisted.internet import defer, task
 
 from chat import events as ev
-from chat.delivery import Delivery
+from chat.delivery import ID_BLOCK, Delivery
 from chat.render import JsonRenderer, TextRenderer
 from tests.support import Conn, MemoryServer, memory_server
 
@@ -136,9 +136,9 @@ class ManualStore:
         self.commits: list[tuple[list[int], int, defer.Deferred[None]]] = []
         self.ids = 0
 
-    def commit(self, events: list[ev.Event], last_id: int) -> defer.Deferred[None]:
+    def commit(self, events: list[ev.Event], reserved: int) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
-        self.commits.append(([e.id for e in events], last_id, d))  # type: ignore[attr-defined]
+        self.commits.append(([e.id for e in events], reserved, d))  # type: ignore[attr-defined]
         return d
 
     def message(self, text: str, sender: str = "ann") -> ev.Message:
@@ -160,8 +160,8 @@ def test_nothing_is_sent_before_its_batch_is_stored() -> None:
     d.add_member(bob, "bob")
     d.broadcast(store.message("one"))
     clock.advance(0)
-    ((ids, last_id, committed),) = store.commits
-    assert (ids, last_id) == ([1], 1) and bob.writes == []
+    ((ids, reserved, committed),) = store.commits
+    assert (ids, reserved) == ([1], 1 + ID_BLOCK) and bob.writes == []
     committed.callback(None)
     assert "<ann> one" in bob.text()
 
@@ -177,19 +177,23 @@ def test_a_turn_that_arrives_while_one_commits_is_the_next_batch_whole() -> None
         clock.advance(0)
     assert len(store.commits) == 1  # group commit: the others wait for the first
     store.commits[0][2].callback(None)
-    assert len(store.commits) == 2 and store.commits[1][:2] == ([2, 3], 3)
+    assert len(store.commits) == 2 and store.commits[1][:2] == ([2, 3], 1 + ID_BLOCK)
     store.commits[1][2].callback(None)
     assert said(bob.text().splitlines()) == ["one", "two", "three"] and len(bob.writes) == 2
 
 
-def test_ids_without_history_are_recorded_before_anyone_sees_them() -> None:
+def test_ids_are_recorded_a_block_ahead_before_anyone_sees_them() -> None:
     clock, store, d = delivery()
     bob = Peer()
     d.add_member(bob, "bob")
     store.ids = 41
     d.broadcast(ev.Join(42, 0.0, "cy"))
     clock.advance(0)
-    assert store.commits[0][:2] == ([], 42) and bob.writes == []
+    assert store.commits[0][:2] == ([], 42 + ID_BLOCK) and bob.writes == []
+    store.commits[0][2].callback(None)
+    d.broadcast(ev.Join(43, 0.0, "dee"))  # within the block: no transaction needed
+    clock.advance(0)
+    assert len(store.commits) == 1 and "dee has joined" in bob.text()
 
 
 def test_a_reply_waits_behind_what_is_queued_for_that_connection_only() -> None:
