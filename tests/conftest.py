@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import MemoryServer, RealServer, kill_quietly, memory_server, relaxed_config
+from tests.support import MemoryServer, RealServer, memory_server, relaxed_config, running
 
 
 @pytest.fixture
@@ -15,8 +15,5 @@ def mem(tmp_path: Path) -> MemoryServer:
 
 @pytest.fixture
 def real(tmp_path: Path) -> Iterator[RealServer]:
-    server = RealServer(tmp_path / "data")
-    try:
+    with running(tmp_path / "data") as server:
         yield server
-    finally:
-        kill_quietly(server)

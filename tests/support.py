@@ -19,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,6 +314,16 @@ class LineClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextmanager
+def running(data_dir: Path, *extra: str, **options: Any) -> Iterator[RealServer]:
+    """A ``RealServer`` for the length of a ``with`` block, killed after it."""
+    server = RealServer(data_dir, *extra, **options)
+    try:
+        yield server
+    finally:
+        kill_quietly(server)
 
 
 def kill_quietly(server: RealServer) -> None:

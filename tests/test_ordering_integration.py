@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import DEADLINE, LineClient, RealServer, kill_quietly, readable
+from tests.support import DEADLINE, LineClient, RealServer, kill_quietly, readable, running
 
 LIMIT = "1073741824"  # limits.max_upload_bytes, the default
 WHO_TEXT = r"^-- \d+ here:$"
@@ -162,11 +162,8 @@ class Room:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    server = RealServer(tmp_path_factory.mktemp("ordering") / "data")
-    try:
+    with running(tmp_path_factory.mktemp("ordering") / "data") as server:
         yield server
-    finally:
-        kill_quietly(server)
 
 
 @pytest.fixture

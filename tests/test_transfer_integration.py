@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from chat.config import LimitSettings
-from tests.support import DEADLINE, LineClient, RealServer, kill_quietly
+from tests.support import DEADLINE, LineClient, RealServer, kill_quietly, running
 
 # --- helpers (also used by test_http.py) -----------------------------------------------
 
@@ -122,11 +122,8 @@ def stored_id(nc_output: bytes, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    server = RealServer(tmp_path_factory.mktemp("shared") / "data")
-    try:
+    with running(tmp_path_factory.mktemp("shared") / "data") as server:
         yield server
-    finally:
-        kill_quietly(server)
 
 
 # --- nc -----------------------------------------------------------------------------
