@@ -108,3 +108,17 @@ def test_junk_without_a_line_end_is_counted_too(mem: MemoryServer) -> None:
     assert not c.transport.disconnecting  # at most 4096 bytes before a name
     c.feed(b"!")
     assert c.transport.disconnecting
+
+
+def test_a_last_line_without_its_end_is_said_when_the_client_stops_sending(
+    mem: MemoryServer,
+) -> None:
+    """``printf 'alice\\nhello' | nc -N``: the unended last line is a line too."""
+    bob = mem.user("bob")
+    bob.take()
+    c = mem.connect()
+    c.feed(b"alice\nhello")
+    assert said(bob) == []
+    c.proto.readConnectionLost()
+    assert said(bob) == ["hello"]
+    assert c.transport.disconnecting  # then the server closes
