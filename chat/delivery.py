@@ -38,8 +38,9 @@ RETRY_DELAY = 1.0
 #: own, and a restart skips at most this many ids (never reuses one).
 ID_BLOCK = 1000
 
-#: ``commit(messages, reserved)``: write the messages and the id high-water mark.
-Commit = Callable[[list[ev.Event], int], "defer.Deferred[None]"]
+#: ``commit(messages, reserved)``: write the messages and (unless None) the id
+#: high-water mark, in one transaction.
+Commit = Callable[[list[ev.Event], int | None], "defer.Deferred[None]"]
 
 
 class Peer(Protocol):
@@ -235,7 +236,7 @@ class Delivery:
         if not batch.history and reserve == self._reserved:
             self._stored(None, batch, reserve)
             return
-        d = self._commit(batch.history, reserve)
+        d = self._commit(batch.history, reserve if reserve != self._reserved else None)
         d.addCallbacks(
             self._stored, self._store_failed, (batch, reserve), errbackArgs=(batch,)
         )

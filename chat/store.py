@@ -154,9 +154,9 @@ class Store:
         items = list(self._recent)
         return items[-n:]
 
-    def commit(self, events: Iterable[ev.Event], reserved: int) -> defer.Deferred[None]:
-        """Write ``events``, and that no id up to ``reserved`` may be handed out again,
-        in one transaction."""
+    def commit(self, events: Iterable[ev.Event], reserved: int | None) -> defer.Deferred[None]:
+        """Write ``events``, and (if given) that no id up to ``reserved`` may be
+        handed out again, in one transaction."""
         rows = [(e.id, e.ts, e.type, e.sender, e.text) for e in events]  # type: ignore[attr-defined]
 
         def write() -> None:
@@ -168,10 +168,11 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?)",
                     rows,
                 )
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)",
-                    (str(reserved),),
-                )
+                if reserved is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_id', ?)",
+                        (str(reserved),),
+                    )
 
         return self._run(write)
 
