@@ -10,6 +10,7 @@ one-line message names the offending setting.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,11 @@ class LimitSettings:
     max_upload_bytes: int = 1024**3
     disk_margin_bytes: int = 64 * 1024**2
     user_quota_bytes: int = 0
+    daily_quota_bytes: int = 2 * 1024**3
+    upload_reservation_per_address_bytes: int = 2 * 1024**3
     upload_stall_timeout: float = 60.0
+    upload_min_rate: int = 16384
+    upload_rate_window: float = 60.0
     flood_burst: int = 5
     flood_rate: float = 2.0
     flood_line_bytes: int = 512
@@ -51,7 +56,14 @@ class LimitSettings:
     max_connections: int = 10000
     max_connections_per_address: int = 8
     max_new_connections_per_minute: int = 30
-    exempt_addresses: list[str] = field(default_factory=list)
+    exempt_addresses: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    max_tracked_addresses: int = 65536
+    http_max_connections: int = 1000
+    http_max_connections_per_address: int = 16
+    http_header_timeout: float = 10.0
+    http_idle_timeout: float = 30.0
+    http_max_header_bytes: int = 16384
+    http_max_headers: int = 64
     ping_interval: float = 60.0
     ping_timeout: float = 60.0
     idle_timeout: float = 0.0
@@ -165,6 +177,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("limits.nick_burst: must be at least 1")
     if limits.send_queue_soft_bytes > limits.send_queue_bytes:
         raise ConfigError("limits.send_queue_soft_bytes: must not exceed send_queue_bytes")
+    if limits.upload_rate_window <= 0:
+        raise ConfigError("limits.upload_rate_window: must be positive")
+    for address in limits.exempt_addresses:
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"limits.exempt_addresses: {address!r} is not an address or a network"
+            ) from None
     if config.console.refresh_per_second <= 0:
         raise ConfigError("console.refresh_per_second: must be positive")
 
