@@ -1,15 +1,20 @@
-"""Soak run: many clients chatting for minutes beside a slow reader, a flooder and uploads.
+"""Soak run: many clients chatting for minutes beside a slow reader, a flooder, uploads,
+an HTTP slowloris and an upload trickled a byte at a time.
 
 ``python -m bench.soak`` starts the server on loopback with its default
-limits (only 127.0.0.1 is exempted from the per-address caps, since every
-client comes from there), then runs for ``--seconds``: ``--clients`` JSON
-clients each say a tagged line every ``--interval`` seconds; one client
-registers and never reads (it must be cut for its send queue); one client
-floods (it must be cut for excess flood, then comes back and floods again);
-one client uploads a file over and over. It prints the server's RSS as it
+limits (loopback is exempt from the per-address caps, since every client
+comes from there), then runs for ``--seconds``: ``--clients`` JSON clients
+each say a tagged line every ``--interval`` seconds; one client registers
+and never reads (it must be cut for its send queue); one client floods (it
+must be cut for excess flood, then comes back and floods again); one client
+uploads a file over and over; ``--slowloris`` HTTP connections each send a
+header byte a second (each must be cut at the header deadline, then comes
+back); one client declares a 60 MiB upload and sends a byte a second (it
+must be cut as too slow, then comes back). It prints the server's RSS as it
 goes and, at the end, one JSON line: messages sent, deliveries, lost,
-duplicated and reordered (all 0 for the well-behaved clients), their delivery
-latency p50/p99, the RSS samples, and what happened to the misbehaving ones.
+duplicated and reordered (all 0 for the well-behaved clients), their
+delivery latency p50/p99, the RSS samples, and what happened to the
+misbehaving ones.
 """
 
 from __future__ import annotations
@@ -160,20 +165,73 @@ async def uploader(port: int, stop: float, size: int) -> tuple[int, int]:
     return ok, failed
 
 
-async def soak(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
+async def slowloris(port: int, stop: float) -> int:
+    """One HTTP request sent a byte a second, again and again; returns how often it was cut."""
+    request = b"GET /files/" + b"a" * 32 + b"/x HTTP/1.1\r\nHost: soak\r\n" + b"X-Slow: 1\r\n" * 999
+    cuts = 0
+    while time.time() < stop:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for byte in request:
+                if time.time() >= stop:
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                try:
+                    if not await asyncio.wait_for(reader.read(4096), 1.0):
+                        cuts += 1  # closed by the server
+                        break
+                except TimeoutError:
+                    continue
+        except (ConnectionError, OSError):
+            cuts += 1
+        writer.close()
+    return cuts
+
+
+async def trickler(port: int, stop: float) -> int:
+    """Declares 60 MiB, sends a byte a second; returns how often it was cut as too slow."""
+    cuts, n = 0, 0
+    while time.time() < stop:
+        n += 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"trickler{n}\n/send slow.bin {60 * 1024 * 1024}\n".encode())
+        try:
+            while time.time() < stop:
+                writer.write(b"t")
+                await writer.drain()
+                try:
+                    line = await asyncio.wait_for(reader.readline(), 1.0)
+                except TimeoutError:
+                    continue
+                if b"too slow" in line or not line:
+                    cuts += 1
+                    break
+        except (ConnectionError, OSError):
+            cuts += 1
+        writer.close()
+    return cuts
+
+
+async def soak(args: argparse.Namespace, port: int, http_port: int, pid: int) -> dict[str, Any]:
     names = [f"c{i}" for i in range(args.clients)]
     chatters = [Chatter(n, names) for n in names]
     start = time.time() + 2 + args.clients / 200
     stop = start + args.seconds
     tasks = [asyncio.create_task(c.run(port, start, stop, args.interval)) for c in chatters]
     sleeper = await slow_reader(port)
-    misbehaving = asyncio.gather(flooder(port, stop), uploader(port, stop, args.upload_size))
+    misbehaving = asyncio.gather(
+        flooder(port, stop),
+        uploader(port, stop, args.upload_size),
+        asyncio.gather(*(slowloris(http_port, stop) for _ in range(args.slowloris))),
+        trickler(port, stop),
+    )
     samples: list[tuple[float, int]] = []
     while time.time() < stop:
         samples.append((round(time.time() - start, 1), rss_kib(pid)))
         print(f"[soak] t={samples[-1][0]:6.1f}s server RSS {samples[-1][1]} KiB", flush=True)
         await asyncio.sleep(min(5.0, max(0.5, args.seconds / 10)))
-    cuts, (uploads_ok, uploads_failed) = await misbehaving
+    cuts, (uploads_ok, uploads_failed), slow_cuts, trickle_cuts = await misbehaving
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
     samples.append((round(time.time() - start, 1), rss_kib(pid)))
     lat = sorted(x for c in chatters for x in c.latencies)
@@ -196,6 +254,8 @@ async def soak(args: argparse.Namespace, port: int, pid: int) -> dict[str, Any]:
         "flooder_cut": cuts,
         "uploads_ok": uploads_ok,
         "uploads_failed": uploads_failed,
+        "slowloris_cut": sum(slow_cuts),
+        "trickler_cut": trickle_cuts,
     }
 
 
@@ -205,20 +265,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seconds", type=float, default=180.0)
     p.add_argument("--interval", type=float, default=2.0, help="seconds between a client's lines")
     p.add_argument("--upload-size", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--slowloris", type=int, default=50, help="HTTP connections trickling headers")
+    p.add_argument("--header-timeout", type=float, help="the server's http_header_timeout")
+    p.add_argument("--rate-window", type=float, help="the server's upload_rate_window")
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lanchat-soak-"))
     cfg = root / "soak.toml"
-    cfg.write_text('[limits]\nexempt_addresses = ["127.0.0.1"]\n')
-    port = free_port()
+    limits = ["[limits]"]
+    if args.header_timeout is not None:
+        limits.append(f"http_header_timeout = {args.header_timeout}")
+    if args.rate_window is not None:
+        limits.append(f"upload_rate_window = {args.rate_window}")
+    cfg.write_text("\n".join(limits) + "\n")
+    port, http_port = free_port(), free_port()
     srv = Server(
         "lanchat",
-        [sys.executable, "-m", "chat", "--no-console", "--no-http",
+        [sys.executable, "-m", "chat", "--no-console",
          "--listen", f"tcp:{port}:backlog=4096:interface=127.0.0.1",
+         "--http", f"tcp:{http_port}:interface=127.0.0.1",
          "--data-dir", str(root / "data"), "--config", str(cfg)],
         port, cwd=str(REPO),
     )
     try:
-        result = asyncio.run(soak(args, port, srv.pid))
+        result = asyncio.run(soak(args, port, http_port, srv.pid))
     finally:
         srv.stop()
     log = srv.output()

@@ -57,6 +57,9 @@ class Conn(Protocol):
 
     def release(self, reason: str) -> None: ...
 
+    def uploader_key(self) -> str:
+        """Whose quotas an upload on this connection counts against."""
+
 
 class Commands:
     """One handler per ``wire`` command."""
@@ -143,7 +146,7 @@ class Commands:
 
     def send(self, conn: Conn, cmd: wire.Send) -> Answer:
         owner = _user(conn)
-        offer = self.files.offer(owner, cmd, HoldReading(conn, "upload"))
+        offer = self.files.offer(owner, conn.uploader_key(), cmd, HoldReading(conn, "upload"))
         if isinstance(offer, Upload):
             return conn.receive(cmd.size, offer, lambda: self.files.complete(offer, owner, conn))
         if offer.code == "too_large":

@@ -37,9 +37,12 @@ class FileService:
 
     # --- uploads ---
 
-    def offer(self, owner: User, send: wire.Send, producer: IPushProducer) -> Upload | ev.Error:
+    def offer(
+        self, owner: User, key: str, send: wire.Send, producer: IPushProducer
+    ) -> Upload | ev.Error:
         """An ``Upload`` to stream ``send``'s bytes into, or why not.
 
+        ``key`` is whose quotas it counts against (``chat.quotas.uploader_key``).
         ``too_large`` means no such upload can ever be taken (the connection
         closes); ``refused`` that this one cannot (its bytes are discarded).
         """
@@ -50,11 +53,10 @@ class FileService:
         if why is not None:
             return ev.error("refused", "send", size=send.size, **why)
         assert name is not None
-        used = self.db.upload_totals.get(owner.name.lower(), 0)
-        refusal = self.store.refusal(send.size, used, owner.name)
+        refusal = self.store.refusal(send.size, key)
         if refusal is not None:
             return refusal
-        return self.store.begin_upload(owner.name, name, send.size, send.crc32, producer)
+        return self.store.begin_upload(owner.name, key, name, send.size, send.crc32, producer)
 
     def complete(self, upload: Upload, owner: User, peer: Peer) -> defer.Deferred[None]:
         """Check and store a whole upload, then answer ``peer`` and tell the chat.
@@ -72,7 +74,8 @@ class FileService:
             stored.file_id, t.name, stored.size, stored.crc32, stored.sha256, owner.name,
             self.clock.seconds(), None,
         )
-        return self.db.add_file(info).addCallback(lambda _: info)
+        self.store.quotas.stored(t.key, info.size)
+        return self.db.add_file(info, t.key).addCallback(lambda _: info)
 
     def _shared(self, info: ev.FileInfo, owner: User, peer: Peer) -> None:
         self.chat.reply(peer, ev.Uploaded(self.chat.with_url(info)))

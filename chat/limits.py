@@ -10,8 +10,10 @@ decides what a verdict means for the connection.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections import deque
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -145,32 +147,66 @@ class InputLimits:
         )
 
 
+class Exempt:
+    """Addresses and networks (``"127.0.0.0/8"``, ``"::1"``) that per-address limits skip."""
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, entries: Iterable[str] = ()) -> None:
+        self._networks = tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str) or not self._networks:
+            return False
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])  # no IPv6 zone
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+
+#: The window of the per-address count of new connections, in seconds.
+WINDOW = 60.0
+
+
 @dataclass
 class AddressLimiter:
-    """Counts connections per address: at once, and new ones per minute."""
+    """Counts connections per address: at once, and new ones per minute.
+
+    Both tables forget an address as soon as it no longer counts: ``current``
+    holds only addresses with connections open, ``recent`` only those whose
+    minute has not passed (oldest first, pruned on every use, and never more
+    than ``max_tracked`` of them), so a sweep over many addresses leaves
+    nothing behind.
+    """
 
     clock: IReactorTime
     per_address: int = 8
     per_minute: int = 30
     total: int = 10000
-    exempt: frozenset[str] = frozenset()
+    exempt: Iterable[str] = ()
+    max_tracked: int = 65536
     current: dict[str, int] = field(default_factory=dict)
-    recent: dict[str, deque[float]] = field(default_factory=dict)
+    #: Address -> (start of its minute, connections in it), oldest minute first.
+    recent: OrderedDict[str, tuple[float, int]] = field(default_factory=OrderedDict)
     connections: int = 0
+    _exempt: Exempt = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._exempt = Exempt(self.exempt)
 
     def refusal(self, host: str | None) -> str | None:
         """Why a new connection from ``host`` is turned away, or None to admit it."""
         if self.connections >= self.total:
             return "The server is full; try again later."
-        if host is None or host in self.exempt:
+        if host is None or host in self._exempt:
             return None
         if self.current.get(host, 0) >= self.per_address:
             return f"Too many connections from your address (at most {self.per_address})."
-        now = self.clock.seconds()
-        times = self.recent.setdefault(host, deque())
-        while times and times[0] <= now - 60:
-            times.popleft()
-        if len(times) >= self.per_minute:
+        self._prune()
+        if self.recent.get(host, (0.0, 0))[1] >= self.per_minute:
             return (f"Too many new connections from your address "
                     f"(at most {self.per_minute} a minute); try again shortly.")
         return None
@@ -180,8 +216,12 @@ class AddressLimiter:
         if host is None:
             return
         self.current[host] = self.current.get(host, 0) + 1
-        if host not in self.exempt:
-            self.recent.setdefault(host, deque()).append(self.clock.seconds())
+        if host not in self._exempt:
+            self._prune()
+            start, count = self.recent.get(host, (self.clock.seconds(), 0))
+            self.recent[host] = (start, count + 1)  # an update keeps its place: start order
+            while len(self.recent) > self.max_tracked:
+                self.recent.popitem(last=False)
 
     def closed(self, host: str | None) -> None:
         self.connections -= 1
@@ -192,8 +232,14 @@ class AddressLimiter:
             self.current[host] = left
         else:
             self.current.pop(host, None)
-            times = self.recent.get(host)
-            if times is not None and (
-                not times or times[-1] <= self.clock.seconds() - 60
-            ):
-                del self.recent[host]
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget every address whose minute has passed."""
+        expired = self.clock.seconds() - WINDOW
+        recent = self.recent
+        while recent:
+            host, (start, _) = next(iter(recent.items()))
+            if start > expired:
+                break
+            del recent[host]

@@ -33,9 +33,10 @@ from chat.commands import Commands
 from chat.config import Config
 from chat.files import FileService
 from chat.framing import TOO_LONG, TooLong
-from chat.limits import AddressLimiter, InputLimits
+from chat.limits import AddressLimiter, Exempt, InputLimits
 from chat.liveness import Liveness
 from chat.output import Output
+from chat.quotas import uploader_key
 from chat.reading import Reader
 from chat.render import error_text
 from chat.sanitize import for_log, strip_telnet
@@ -305,8 +306,7 @@ class ChatProtocol(Protocol, TimeoutMixin):
     ) -> defer.Deferred[None]:
         """Read the next ``size`` raw bytes into ``sink``; fires once the upload is answered."""
         self._upload = upload = UploadReceiver(
-            self, sink, size, finish, self.factory.files.store, self.factory.clock,
-            self.limits.upload_stall_timeout,
+            self, sink, size, finish, self.factory.files.store, self.factory.clock, self.limits
         )
         self._after_raw, self.state = self.state, State.RAW
         self._reader.update()
@@ -329,6 +329,10 @@ class ChatProtocol(Protocol, TimeoutMixin):
         assert self._output is not None and self.user is not None
         files = self.factory.files.store
         return self._output.download(header, files, f, info, offset, self.user.name)
+
+    def uploader_key(self) -> str:
+        assert self.user is not None
+        return uploader_key(self.host, self.user.name, self.factory.shared)
 
     def attach(self, owner: User) -> None:
         """Become a transfer connection acting for ``owner``."""
@@ -387,12 +391,15 @@ class ChatFactory(ServerFactory):
         self.clock = clock
         self.connections: set[ChatProtocol] = set()
         limits = config.limits
+        #: Addresses everyone may share (loopback): counted by user name instead.
+        self.shared = Exempt(limits.exempt_addresses)
         self.limiter = AddressLimiter(
             clock,
             per_address=limits.max_connections_per_address,
             per_minute=limits.max_new_connections_per_minute,
             total=limits.max_connections,
-            exempt=frozenset(limits.exempt_addresses),
+            exempt=limits.exempt_addresses,
+            max_tracked=limits.max_tracked_addresses,
         )
 
     def buildProtocol(self, addr: Any) -> Protocol:

@@ -13,7 +13,8 @@ from typing import Generic, TypeVar
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
 
-#: Names the server itself speaks as, or that would mislead other users.
+#: Names the server itself speaks as, or that would mislead other users (compared
+#: without ``_``, ``-`` and ``.`` and without regard to case).
 RESERVED = frozenset(
     {"server", "admin", "administrator", "console", "system", "root", "operator", "sysop"}
 )
@@ -26,9 +27,14 @@ def name_problem(name: str) -> str | None:
         return "empty"
     if not NAME_RE.fullmatch(name):
         return "too_long" if len(name) > 32 else "bad_chars"
-    if name.lower() in RESERVED:
+    if reserved_form(name) in RESERVED:
         return "reserved"
     return None
+
+
+def reserved_form(name: str) -> str:
+    """A name as compared with the reserved ones: ``Admin.`` and ``admin_`` are ``admin``."""
+    return re.sub(r"[_.\-]", "", name).lower()
 
 
 U = TypeVar("U")

@@ -40,9 +40,20 @@ _HEADER_PROBLEMS = {
 REFUSALS = {
     "name_utf8": "The file name is not valid UTF-8 once percent-decoded.",
     "name_dots": "{name!r} is not a file name.",
-    "name_chars": "A file name cannot hold '/', '\\' or control characters.",
+    "name_chars": (
+        "A file name cannot hold '/', '\\', characters that look like them, or control or "
+        "invisible characters."
+    ),
     "name_long": "A file name is at most 255 bytes long.",
     "quota": "Your upload quota of {quota_human} would be exceeded ({used_human} used).",
+    "daily_quota": (
+        "Your daily upload quota of {quota_human} would be exceeded ({used_human} in the "
+        "last 24 hours)."
+    ),
+    "reservation": (
+        "Too much is being uploaded from your address at once (at most {quota_human} in "
+        "flight, {used_human} now)."
+    ),
     "disk": "Not enough disk space on the server for {size_human}.",
 }
 
@@ -96,6 +107,10 @@ ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
     ),
     "too_much_input": "Too much input before choosing a name. Goodbye.",
     "upload_stalled": lambda p: (
+        f"The upload is too slow: {plural(p['received'], 'byte')} in the last "
+        f"{p['window']:g} seconds, at least {human_size(p['rate'])}/s are needed "
+        f"({plural(p['missing'], 'byte')} missing); the upload is discarded."
+        if "rate" in p else
         f"No upload data for {p['timeout']:g} seconds ({plural(p['missing'], 'byte')} "
         "missing); the upload is discarded."
     ),

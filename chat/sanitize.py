@@ -4,7 +4,9 @@ Everything a client sends passes through here before it reaches another
 user's terminal, the log or the console: telnet negotiation is dropped, UTF-8
 is decoded with replacement (never ``surrogateescape``, whose lone surrogates
 later break JSON and SQLite), and terminal control sequences are removed whole,
-so an ``ESC [ 2 J`` leaves no ``[2J`` behind.
+so an ``ESC [ 2 J`` leaves no ``[2J`` behind. Invisible characters and bidi
+controls go too: they can make text lie about who said it or what a file is
+(``invoice\u202efdp.exe`` shows as ``invoiceexe.pdf``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ import re
 # to U+FFFD, so ``b\xffb`` is never read as ``b``.
 _TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].|[\xf0-\xf9])", re.DOTALL)
 
+#: Characters that hide or reorder what a reader sees (zero-width, joiners and
+#: marks, bidi embeddings, overrides and isolates, word joiners, the BOM).
+INVISIBLE = "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+
+
 _CONTROL = re.compile(
-    r"""
+    rf"""
       \x1b\[ [\x30-\x3f]* [\x20-\x2f]* [\x40-\x7e]?        # CSI
     | \x1b[\]PX^_] .*? (?:\x07|\x1b\\|\x9c|$)             # OSC, DCS, SOS, PM, APC
     | \x1b [\x20-\x2f]* [\x30-\x7e]?                       # other ESC sequences
     | \x9b [\x30-\x3f]* [\x20-\x2f]* [\x40-\x7e]?          # 8-bit CSI
     | [\x90\x9d\x98\x9e\x9f] .*? (?:\x07|\x1b\\|\x9c|$)   # 8-bit string controls
     | [\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]             # C0 but tab, DEL, C1, separators
+    | [{INVISIBLE}]                                          # invisible, bidi
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -38,7 +46,8 @@ def strip_telnet(data: bytes) -> bytes:
 
 
 def clean(text: str) -> str:
-    """Remove terminal control sequences and control characters, keeping tab."""
+    """Remove terminal control sequences, control characters (keeping tab) and
+    invisible and bidi control characters."""
     return _CONTROL.sub("", text)
 
 

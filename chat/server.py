@@ -10,6 +10,7 @@ writes buffered history before the database closes.
 from __future__ import annotations
 
 import re
+import resource
 from typing import Any
 
 from twisted.application import service
@@ -23,9 +24,10 @@ from chat.config import Config, ConfigError
 from chat.files import FileService
 from chat.http import site
 from chat.protocol import ChatFactory
+from chat.quotas import Quotas
 from chat.service import ChatService
 from chat.store import Store, ThreadExecutor
-from chat.transfer import FileStore
+from chat.transfer import MAX_PUMPS, FileStore
 
 #: The listen backlog of a ``tcp:``, ``ssl:`` or ``unix:`` endpoint that sets
 #: none: Twisted's 50 overflows when a whole class connects at once.
@@ -61,11 +63,17 @@ def build_factory(
         clock,
         max_upload=config.limits.max_upload_bytes,
         disk_margin=config.limits.disk_margin_bytes,
-        user_quota=config.limits.user_quota_bytes,
+        quotas=Quotas(
+            clock,
+            total=config.limits.user_quota_bytes,
+            daily=config.limits.daily_quota_bytes,
+            reservation=config.limits.upload_reservation_per_address_bytes,
+        ),
         pool=pool,
         call_from_thread=call_from_thread,
     )
     files.prepare(store.file_ids())
+    files.quotas.load(store.quota_rows())
     service = ChatService(
         clock,
         store,
@@ -80,6 +88,50 @@ def build_factory(
 
 #: Seconds that connections get to take their last lines at shutdown.
 CLOSE_GRACE = 2.0
+
+#: Descriptors kept back from the connection caps: the database and its
+#: journal, logs, listening sockets, the reactor's own, and for every upload
+#: pump a temporary file, a duplicate socket and a wake-up pipe.
+FD_RESERVE = 64 + 4 * MAX_PUMPS
+
+
+def raise_open_files() -> tuple[int, int, int]:
+    """Raise the soft limit on open files to the hard one: ``(before, now, hard)``.
+
+    Every connection is a descriptor; the soft limit a login shell gives
+    (often 1024) would make a server for a school refuse users long before
+    its own caps, which are then fitted under what is allowed.
+    """
+    before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(before, 1 << 20)
+    if before != resource.RLIM_INFINITY and before < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass  # not allowed here: the caps are fitted under the old limit
+    return before, resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard
+
+
+def fit_connection_caps(config: Config, open_files: int) -> str | None:
+    """Lower the chat and HTTP connection caps to fit under ``open_files``.
+
+    Each port has its own cap, so neither can take the descriptors the other
+    needs: an ``EMFILE`` can then not starve one port because of the other.
+    Returns what was changed, for the log, or None if they fit.
+    """
+    limits = config.limits
+    http = limits.http_max_connections if config.server.http_enabled else 0
+    budget = max(2, open_files - max(FD_RESERVE, open_files // 10))
+    if limits.max_connections + http <= budget:
+        return None
+    share = budget / (limits.max_connections + http)
+    limits.max_connections = max(1, int(limits.max_connections * share))
+    if http:
+        limits.http_max_connections = max(1, int(http * share))
+    return (
+        f"connection caps lowered to fit {open_files} open files: chat "
+        f"{limits.max_connections}, HTTP {limits.http_max_connections if http else 0}"
+    )
 
 
 class ChatServer(service.MultiService):
@@ -107,6 +159,14 @@ class ChatServer(service.MultiService):
 
     def startService(self) -> None:
         config = self.config
+        before, open_files, hard = raise_open_files()
+        self.log.info(
+            "Open files: soft limit {before}, now {now} (hard limit {hard})",
+            before=before, now=open_files, hard=hard,
+        )
+        lowered = fit_connection_caps(config, open_files)
+        if lowered is not None:
+            self.log.warn("Open files: {what}", what=lowered)
         data = config.data_path
         try:
             data.mkdir(parents=True, exist_ok=True)
@@ -128,7 +188,7 @@ class ChatServer(service.MultiService):
         chat.setName("chat")
         chat.setServiceParent(self)
         if self.http_endpoint is not None:
-            http_site = site(self.factory.files, self.reactor)
+            http_site = site(self.factory.files, self.reactor, config.limits)
             http_site.noisy = False
             web = StreamServerEndpointService(self.http_endpoint, http_site)
             web._raiseSynchronously = True

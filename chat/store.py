@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS files (
     crc32 TEXT NOT NULL,
     sha256 TEXT NOT NULL,
     uploader TEXT NOT NULL,
-    ts REAL NOT NULL
+    ts REAL NOT NULL,
+    quota_key TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS files_by_time ON files (ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -98,7 +99,6 @@ class Store:
         self._recent: deque[ev.Event] = deque(maxlen=max(keep, 1))
         self._last_id = 0
         self._db: sqlite3.Connection | None = None
-        self.upload_totals: dict[str, int] = {}
 
     # --- start-up and shut-down ---
 
@@ -108,6 +108,10 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+        if "quota_key" not in columns:  # a data directory from before quotas by uploader
+            db.execute("ALTER TABLE files ADD COLUMN quota_key TEXT NOT NULL DEFAULT ''")
+            db.execute("UPDATE files SET quota_key = 'user:' || lower(uploader)")
         rows = db.execute(
             "SELECT id, ts, kind, sender, text FROM history ORDER BY id DESC LIMIT ?",
             (self._recent.maxlen,),
@@ -117,10 +121,6 @@ class Store:
         (max_history,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM history").fetchone()
         row = db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
         self._last_id = max(max_history, int(row[0]) if row else 0)
-        for uploader, total in db.execute(
-            "SELECT lower(uploader), SUM(size) FROM files GROUP BY lower(uploader)"
-        ):
-            self.upload_totals[uploader] = total
         self._db = db
 
     def close(self) -> defer.Deferred[None]:
@@ -178,17 +178,14 @@ class Store:
 
     # --- files ---
 
-    def add_file(self, info: ev.FileInfo) -> defer.Deferred[None]:
-        key = info.uploader.lower()
-        self.upload_totals[key] = self.upload_totals.get(key, 0) + info.size
-
+    def add_file(self, info: ev.FileInfo, quota_key: str) -> defer.Deferred[None]:
         def insert() -> None:
             assert self._db is not None
             self._db.execute(
-                "INSERT INTO files (id, name, size, crc32, sha256, uploader, ts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO files (id, name, size, crc32, sha256, uploader, ts, quota_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (info.file_id, info.name, info.size, info.crc32, info.sha256,
-                 info.uploader, info.ts),
+                 info.uploader, info.ts, quota_key),
             )
 
         return self._run(insert)
@@ -215,6 +212,11 @@ class Store:
             return [ev.FileInfo(*row, url=None) for row in reversed(rows)]
 
         return self._run(select)
+
+    def quota_rows(self) -> list[tuple[str, float, int]]:
+        """``(uploader key, when, size)`` of every stored file; at start-up."""
+        assert self._db is not None
+        return self._db.execute("SELECT quota_key, ts, size FROM files").fetchall()
 
     def file_ids(self) -> set[str]:
         """Every stored file id; for start-up cleaning, before the reactor runs."""

@@ -36,7 +36,8 @@ from twisted.python.threadpool import ThreadPool
 
 from chat import events as ev
 from chat.pump import Pump, Pumped, PumpEnd, SerialWorker, bulk_priority, write_behind
-from chat.sanitize import for_log
+from chat.quotas import Quotas
+from chat.sanitize import INVISIBLE, for_log
 
 #: Pause reading an upload's connection above this many queued bytes.
 HIGH_WATER = 4 * 1024 * 1024
@@ -50,7 +51,12 @@ WRITE_BEHIND = 8 * 1024 * 1024
 #: At most this many uploads are pumped at once; more go through the reactor.
 MAX_PUMPS = 8
 
-_NAME_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: Slashes, control characters, characters that hide or reorder what a reader
+#: sees (``invoice\u202efdp.exe`` shows as ``invoiceexe.pdf``), and look-alikes
+#: of the slash (division slash, fraction slash, big solidus, fullwidth solidus).
+_NAME_FORBIDDEN = re.compile(
+    f"[/\\\\\x00-\x1f\x7f-\x9f\u2028\u2029{INVISIBLE}\u2215\u2044\u29f8\uff0f]"
+)
 
 
 def decode_file_name(token: str) -> tuple[str, None] | tuple[None, dict[str, str]]:
@@ -86,6 +92,8 @@ class Transfer:
     size: int
     started: float
     done: int = 0
+    #: Whose quota an upload counts against (``chat.quotas.uploader_key``).
+    key: str = ""
 
 
 class CrcMismatch(Exception):
@@ -106,6 +114,9 @@ class Stored:
 
 class Sink:
     """Where the raw bytes of one SEND go."""
+
+    #: Bytes taken so far (a pump thread may be adding to it).
+    received: int = 0
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -182,6 +193,10 @@ class Upload(Sink):
     @property
     def pumping(self) -> bool:
         return self._pump is not None
+
+    @property
+    def received(self) -> int:  # type: ignore[override]
+        return self.transfer.done
 
     # reactor thread
 
@@ -429,13 +444,18 @@ class FileStore:
     clock: IReactorTime
     max_upload: int = 1024**3
     disk_margin: int = 64 * 1024**2
-    user_quota: int = 0
+    #: Upload quotas (none unless given).
+    quotas: Quotas = None  # type: ignore[assignment]
     pool: ThreadPool | None = None
     call_from_thread: Callable[..., Any] | None = None
     active: dict[int, Transfer] = field(default_factory=dict)
     uploads: set[Upload] = field(default_factory=set)
 
     log = Logger()
+
+    def __post_init__(self) -> None:
+        if self.quotas is None:
+            self.quotas = Quotas(self.clock)
 
     @property
     def files_dir(self) -> Path:
@@ -482,18 +502,17 @@ class FileStore:
             return ev.error("too_large", "send", limit=self.max_upload)
         return None
 
-    def refusal(self, size: int, uploaded_so_far: int, user: str = "") -> ev.Error | None:
-        """Why a well-formed upload of ``size`` bytes cannot be stored now (``refused``).
+    def refusal(self, size: int, key: str) -> ev.Error | None:
+        """Why a well-formed upload of ``size`` bytes by ``key`` cannot be stored now.
 
-        Uploads still streaming in count too: against the user's quota in
-        full, against free disk space for the bytes they have yet to write.
+        Uploads still streaming in count too: against the uploader's quotas
+        in full, against free disk space for the bytes they have yet to write.
         """
         in_flight = [u.transfer for u in self.uploads]
-        used = uploaded_so_far + sum(t.size for t in in_flight if t.user.lower() == user.lower())
-        if self.user_quota and used + size > self.user_quota:
-            return ev.error(
-                "refused", "send", reason="quota", size=size, quota=self.user_quota, used=used
-            )
+        mine = sum(t.size for t in in_flight if t.key == key)
+        over = self.quotas.refusal(key, size, mine)
+        if over is not None:
+            return ev.error("refused", "send", size=size, **over)
         free = shutil.disk_usage(self.root).free - sum(t.size - t.done for t in in_flight)
         if size + self.disk_margin > free:
             return ev.error("refused", "send", reason="disk", size=size)
@@ -503,9 +522,9 @@ class FileStore:
         return sum(u.pumping for u in self.uploads) < MAX_PUMPS
 
     def begin_upload(
-        self, user: str, name: str, size: int, crc: int | None, producer: IPushProducer
+        self, user: str, key: str, name: str, size: int, crc: int | None, producer: IPushProducer
     ) -> Upload:
-        transfer = Transfer(user, name, "up", size, self.clock.seconds())
+        transfer = Transfer(user, name, "up", size, self.clock.seconds(), key=key)
         upload = Upload(self, transfer, crc, producer)
         self.active[id(transfer)] = transfer
         self.uploads.add(upload)

@@ -3,15 +3,19 @@
 An ``UploadReceiver`` lives from the ``/send`` header's line end until the
 upload is answered. It takes the raw bytes the connection reads (never more
 than SIZE), or hands the connection's socket to a pump thread
-(``take_over``) so the reactor never touches the data; it watches for a
-stall; and once the SIZE-th byte is in it tells its connection to go back to
-lines, then finishes the sink (check, store, answer, announce) and fires
-``done``. A refused upload's bytes go to a ``Discard`` sink the same way.
+(``take_over``) so the reactor never touches the data; it watches that the
+bytes keep coming (no silence of ``upload_stall_timeout``, and at least
+``upload_min_rate`` bytes a second over any ``upload_rate_window``: a
+reservation of disk space cannot be held by a byte now and then); and once
+the SIZE-th byte is in it tells its connection to go back to lines, then
+finishes the sink (check, store, answer, announce) and fires ``done``. A
+refused upload's bytes go to a ``Discard`` sink the same way.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -21,6 +25,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from chat import events as ev
+from chat.config import LimitSettings
 from chat.pump import Pumped, PumpEnd
 from chat.transfer import FileStore, Sink, Upload
 
@@ -51,8 +56,8 @@ class UploadReceiver:
 
     log = Logger()
 
-    __slots__ = ("_clock", "_finish", "_owner", "_stall", "_store", "_timeout", "done", "left",
-                 "sink")
+    __slots__ = ("_clock", "_finish", "_limits", "_owner", "_pace", "_samples", "_stall",
+                 "_store", "done", "left", "sink")
 
     def __init__(
         self,
@@ -62,7 +67,7 @@ class UploadReceiver:
         finish: Callable[[], defer.Deferred[Any]],
         store: FileStore,
         clock: IReactorTime,
-        stall_timeout: float,
+        limits: LimitSettings,
     ) -> None:
         self._owner = owner
         self.sink: Sink | None = sink
@@ -70,18 +75,46 @@ class UploadReceiver:
         self._finish = finish
         self._store = store
         self._clock = clock
-        self._timeout = stall_timeout
+        self._limits = limits
         self._stall: Any = None
+        self._pace: Any = None
+        #: (when, bytes received by then), a quarter window apart.
+        self._samples: deque[tuple[float, int]] = deque()
         #: Fires once the upload has been answered (or discarded).
         self.done: defer.Deferred[None] = defer.Deferred()
 
+    @property
+    def _timeout(self) -> float:
+        return self._limits.upload_stall_timeout
+
     def start(self, transport: Any) -> None:
-        """Begin: a zero-byte upload is complete at once; others are timed for stalls."""
+        """Begin: a zero-byte upload is complete at once; others are timed."""
         if self.left == 0:
             self._complete()
             return
         transport.bufferSize = RAW_READ_BYTES  # bigger reads while a file streams in
         self._stall = self._clock.callLater(self._timeout, self._stalled)
+        if self._limits.upload_min_rate:
+            self._sample()
+
+    def _sample(self) -> None:
+        """Every quarter window: fewer bytes than the minimum rate over the window ends it."""
+        self._pace = None
+        if self.sink is None:
+            return
+        now, window = self._clock.seconds(), self._limits.upload_rate_window
+        received = self.sink.received
+        self._samples.append((now, received))
+        while len(self._samples) > 1 and self._samples[1][0] <= now - window:
+            self._samples.popleft()
+        then, before = self._samples[0]
+        if now - then >= window and received - before < self._limits.upload_min_rate * window:
+            self._owner.close("upload too slow", say=ev.error(
+                "upload_stalled", "send", rate=self._limits.upload_min_rate, window=window,
+                received=received - before, missing=self.left,
+            ))
+            return
+        self._pace = self._clock.callLater(window / 4, self._sample)
 
     def write(self, data: bytes) -> None:
         """Bytes from the connection; never more than ``left``."""
@@ -115,7 +148,9 @@ class UploadReceiver:
         except (OSError, RuntimeError) as e:  # out of descriptors or threads
             self.log.warn("Upload read by the reactor: no pump ({why})", why=e)
             return
-        self._cancel_stall()  # the pump times a stall itself
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()  # the pump times silence itself; the pace is still ours
+        self._stall = None
         self._owner.hold("pump")
         pumped.addCallback(self._pumped, sink)
 
@@ -157,9 +192,10 @@ class UploadReceiver:
                 self.done.callback(None)
 
     def _cancel_stall(self) -> None:
-        if self._stall is not None and self._stall.active():
-            self._stall.cancel()
-        self._stall = None
+        for call in (self._stall, self._pace):
+            if call is not None and call.active():
+                call.cancel()
+        self._stall = self._pace = None
 
 
 @implementer(IPushProducer)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -50,9 +51,9 @@ class MemoryServer:
     def service(self) -> ChatService:
         return self.factory.service
 
-    def connect(self, port: int = 40000) -> Conn:
-        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
+    def connect(self, port: int = 40000, host: str = "127.0.0.1") -> Conn:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
         proto.makeConnection(transport)
         return Conn(proto, transport, self)
 
@@ -141,8 +142,14 @@ class RealServer:
     """``python -m chat`` on ephemeral loopback ports."""
 
     def __init__(
-        self, data_dir: Path, *extra: str, http: bool = True, relaxed: bool = True
+        self,
+        data_dir: Path,
+        *extra: str,
+        http: bool = True,
+        relaxed: bool = True,
+        open_files: int | None = None,
     ) -> None:
+        """``open_files``: the child's RLIMIT_NOFILE (soft and hard), as ``ulimit -n`` would."""
         self.data_dir = data_dir
         args = [
             sys.executable, "-m", "chat", "--no-console",
@@ -158,9 +165,14 @@ class RealServer:
             args += ["--config", str(relaxed_toml)]
         args += ["--http", "tcp:0:interface=127.0.0.1"] if http else ["--no-http"]
         args += list(extra)
+
+        def limit_open_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit_open_files,
         )
         self.log: list[str] = []
         self._partial = b""

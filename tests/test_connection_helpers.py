@@ -365,14 +365,17 @@ class Receiver:
         self.closed.append((reason, say))
 
 
-def receiving(size: int) -> tuple[task.Clock, Receiver, UploadReceiver, list[str]]:
+def receiving(
+    size: int, **limits: Any
+) -> tuple[task.Clock, Receiver, UploadReceiver, list[str]]:
     clock, owner, finished = task.Clock(), Receiver(), []
 
     def finish() -> defer.Deferred[None]:
         finished.append("answered")
         return defer.succeed(None)
 
-    upload = UploadReceiver(owner, Discard(), size, finish, None, clock, 60.0)  # type: ignore[arg-type]
+    settings = LimitSettings(**{"upload_stall_timeout": 60.0, "upload_min_rate": 0, **limits})
+    upload = UploadReceiver(owner, Discard(), size, finish, None, clock, settings)  # type: ignore[arg-type]
     upload.start(owner.transport)
     return clock, owner, upload, finished
 
@@ -402,3 +405,27 @@ def test_the_last_byte_ends_raw_mode_then_the_upload_is_answered() -> None:
     assert owner.events == ["all received"] and finished == ["answered"]
     clock.advance(120)
     assert owner.closed == []  # no stall timer left behind
+
+
+def test_a_trickle_under_the_minimum_rate_is_cut_at_the_window() -> None:
+    clock, owner, upload, _ = receiving(
+        60 * 1024**2, upload_min_rate=16384, upload_rate_window=60.0
+    )
+    for _ in range(5):  # 1 KiB every 10 s: never silent, far too slow
+        clock.advance(10)
+        upload.write(b"x" * 1024)
+    assert owner.closed == []
+    clock.advance(15)
+    ((reason, say),) = owner.closed
+    assert reason == "upload too slow" and say.code == "upload_stalled"
+    assert say.params["received"] < 16384 * 60
+
+
+def test_an_upload_just_over_the_minimum_rate_goes_on() -> None:
+    clock, owner, upload, finished = receiving(
+        17000 * 600, upload_min_rate=16384, upload_rate_window=60.0
+    )
+    for _ in range(600):
+        clock.advance(1)
+        upload.write(b"x" * 17000)
+    assert owner.closed == [] and finished == ["answered"]

@@ -389,7 +389,7 @@ def test_files_lists_recent_uploads(tmp_path: Path) -> None:
     console, _, _ = console_on(mem)
     proto, _ = admin(console)
     info = ev.FileInfo("ab" * 16, "report.pdf", 2048, "00000000", "0" * 64, "alice", 1.0, None)
-    mem.store.add_file(info)
+    mem.store.add_file(info, "user:carol")
     proto.dataReceived(b"/files\n")
     entries = [e.text for e in console.chat if isinstance(e, Entry)]
     assert any("report.pdf" in t and "2.0 KiB" in t and "by alice" in t for t in entries)

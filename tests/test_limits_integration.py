@@ -90,7 +90,9 @@ def test_a_reader_that_never_reads_is_cut_and_others_are_unaffected(tmp_path: Pa
 
 
 def test_connections_from_one_address(tmp_path: Path) -> None:
-    server = limited_server(tmp_path, "max_connections_per_address = 8\n")
+    server = limited_server(
+        tmp_path, "max_connections_per_address = 8\nexempt_addresses = []\n"
+    )
     try:
         clients = [server.client(f"c{i}") for i in range(8)]
         for _ in range(42):  # 50 in all

@@ -226,6 +226,7 @@ def test_binary_junk_takes_no_name(tmp_path: Path) -> None:
 def test_connections_per_address(tmp_path: Path) -> None:
     config = Config()
     config.limits.max_connections_per_address = 3
+    config.limits.exempt_addresses = []
     mem = memory_server(tmp_path, config)
     conns = [mem.connect() for _ in range(3)]
     assert all(isinstance(c.proto, ChatProtocol) for c in conns)
@@ -243,6 +244,7 @@ def test_connections_per_address(tmp_path: Path) -> None:
 def test_new_connections_per_minute(tmp_path: Path) -> None:
     config = Config()
     config.limits.max_new_connections_per_minute = 4
+    config.limits.exempt_addresses = []
     mem = memory_server(tmp_path, config)
     for _ in range(4):
         mem.connect().close()
@@ -299,7 +301,7 @@ def test_an_upload_in_progress_counts_as_input(tmp_path: Path) -> None:
 
     The stall timeout, not the ping timeout, ends an upload that goes quiet.
     """
-    mem = server(tmp_path, upload_stall_timeout=300)
+    mem = server(tmp_path, upload_stall_timeout=300, upload_min_rate=0)
     a = mem.user("alice", mode="json")
     a.feed(b"/send quiet.bin 1000\n" + b"q" * 10)
     a.take()
@@ -334,7 +336,7 @@ def test_configured_idle_limit(tmp_path: Path) -> None:
 
 
 def test_stalled_upload_is_timed_out_and_discarded(tmp_path: Path) -> None:
-    mem = server(tmp_path)
+    mem = server(tmp_path, upload_min_rate=0)  # the silence rule alone (the rate: helpers)
     a, b = pair(mem)
     a.feed(b"/send stall.bin 1000\n" + b"s" * 400)
     mem.clock.advance(59)

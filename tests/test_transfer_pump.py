@@ -95,7 +95,7 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 def begin(files: FileStore, size: int, crc: int | None = None) -> Upload:
-    return files.begin_upload("alice", "f.bin", size, crc, NoProducer())
+    return files.begin_upload("alice", "user:alice", "f.bin", size, crc, NoProducer())
 
 
 def feed(sock: socket.socket, data: bytes) -> threading.Thread:
