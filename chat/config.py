@@ -60,6 +60,7 @@ class LimitSettings:
     max_tracked_addresses: int = 65536
     http_max_connections: int = 1000
     http_max_connections_per_address: int = 16
+    http_max_new_connections_per_minute: int = 300
     http_header_timeout: float = 10.0
     http_idle_timeout: float = 30.0
     http_max_header_bytes: int = 16384

@@ -41,7 +41,7 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, resource, server, static
+from twisted.web import http, pages, resource, server, static
 
 from chat import events as ev
 from chat.config import LimitSettings
@@ -465,7 +465,7 @@ class FileSite(server.Site):
         self.limiter = AddressLimiter(
             clock,
             per_address=limits.http_max_connections_per_address,
-            per_minute=limits.max_new_connections_per_minute,
+            per_minute=limits.http_max_new_connections_per_minute,
             total=limits.http_max_connections,
             exempt=limits.exempt_addresses,
             max_tracked=limits.max_tracked_addresses,
@@ -500,7 +500,20 @@ class FileSite(server.Site):
             self.limiter.closed(channel.host)
 
 
+class _Root(resource.Resource):
+    """``/files/`` and nothing else: every other path is a plain 404."""
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
+        # Twisted's default (NoResource) is deprecated for not escaping HTML.
+        return pages.notFound("No such page", "Files are under /files/ID/NAME.")
+
+    def render_GET(self, request: server.Request) -> bytes:
+        return self.getChild(b"", request).render(request)  # type: ignore[no-any-return]
+
+    render_HEAD = render_GET
+
+
 def site(files: FileService, clock: IReactorTime, limits: LimitSettings) -> FileSite:
-    root = resource.Resource()
+    root = _Root()
     root.putChild(b"files", FileResource(files, clock))
     return FileSite(root, clock, limits)

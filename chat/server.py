@@ -189,7 +189,6 @@ class ChatServer(service.MultiService):
         chat.setServiceParent(self)
         if self.http_endpoint is not None:
             http_site = site(self.factory.files, self.reactor, config.limits)
-            http_site.noisy = False
             web = StreamServerEndpointService(self.http_endpoint, http_site)
             web._raiseSynchronously = True
             web.setName("http")

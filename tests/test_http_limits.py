@@ -383,8 +383,8 @@ def test_the_total_cap_refuses_with_503(make_site: Any) -> None:
     assert Peer(file_site, host="192.0.2.3").output() == b""
 
 
-def test_the_per_minute_cap_applies_to_http(make_site: Any) -> None:
-    file_site, clock = make_site(max_new_connections_per_minute=5)
+def test_the_http_per_minute_cap(make_site: Any) -> None:
+    file_site, clock = make_site(http_max_new_connections_per_minute=5)
     for i in range(5):
         Peer(file_site, port=40000 + i).lost()
     late = Peer(file_site, port=40100)
