@@ -27,7 +27,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web import http as twisted_http
 
-from chat.http import BodylessRequest, Discard, FileChannel, FileSite, site
+from chat.http import site
+from chat.httpchannel import BodylessRequest, Discard, FileChannel, FileSite
 from tests.support import DEADLINE, RealServer, memory_server, readable, relaxed_config, running
 from tests.test_transfer_integration import http_url, payload, sha, upload
 
