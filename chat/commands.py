@@ -131,7 +131,7 @@ class Commands:
             conn.reply(problem)
 
     def history(self, conn: Conn, cmd: wire.History) -> None:
-        conn.reply(self.chat.history(cmd.count))
+        conn.reply(self.chat.history(cmd.count, cmd.after))
 
     def session(self, conn: Conn, cmd: wire.Session) -> None:
         user = _user(conn)

@@ -212,6 +212,8 @@ class History(Event):
     type: ClassVar[str] = "history"
     messages: tuple[Message | Action, ...]
     requested: int
+    #: Set when the reply is to ``/history after ID``: the messages after that id.
+    after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

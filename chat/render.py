@@ -238,8 +238,11 @@ class TextRenderer:
 
     def _history(self, e: ev.History, viewer: str | None) -> str:
         if not e.messages:
-            return "-- No messages yet."
-        lines = [f"-- Last {plural(len(e.messages), 'message')}:"]
+            return "-- No messages since then." if e.after is not None else "-- No messages yet."
+        lines = [
+            f"-- {plural(len(e.messages), 'message')} since then:" if e.after is not None
+            else f"-- Last {plural(len(e.messages), 'message')}:"
+        ]
         lines.extend(self.text(m, viewer) for m in e.messages)
         lines.append("-- End of history.")
         return "\r\n".join(lines)

@@ -234,7 +234,11 @@ class ChatService:
             tuple(ev.Participant(u.name, round(now - u.last_active, 1)) for u in self.registry)
         )
 
-    def history(self, n: int | None) -> ev.History:
+    def history(self, n: int | None = None, after: int | None = None) -> ev.History:
+        """The last ``n`` messages, or (``after``) all those kept since message ``after``."""
+        if after is not None:
+            since = [e for e in self.store.recent(self.history_max) if e.id > after]  # type: ignore[attr-defined]
+            return ev.History(tuple(since), len(since), after)
         n = self.replay if n is None else max(0, min(n, self.history_max))
         return ev.History(tuple(self.store.recent(n)), n)
 

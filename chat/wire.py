@@ -131,19 +131,25 @@ class Nick(Command):
 
 @dataclass(frozen=True, slots=True)
 class History(Command):
+    """``/history [N]``, or ``/history after ID``: what was said since event ``ID``
+    (a client back after an outage asks for exactly what it missed)."""
+
     verb = "history"
-    usage = "/history [N]"
-    summary = "the last N messages"
+    usage = "/history [N | after ID]"
+    summary = "the last N messages, or those after message ID"
     count: int | None = None
+    after: int | None = None
 
     @classmethod
     def parse(cls, args: str) -> Self:
-        args = args.strip()
-        if not args:
+        words = args.split()
+        if not words:
             return cls()
-        if not _digits(args, 9):
-            raise cls.usage_error()
-        return cls(int(args))
+        if len(words) == 1 and _digits(words[0], 9):
+            return cls(int(words[0]))
+        if len(words) == 2 and words[0].lower() == "after" and _digits(words[1], 19):
+            return cls(after=int(words[1]))
+        raise cls.usage_error()
 
 
 @dataclass(frozen=True, slots=True)

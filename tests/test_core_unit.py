@@ -256,7 +256,7 @@ def test_history_command_and_cap(tmp_path: Path) -> None:
     a.line("/history")
     assert a.lines()[0] == "-- Last 20 messages:"
     a.line("/history -1")
-    assert a.lines() == ["!! Usage: /history [N]"]
+    assert a.lines() == ["!! Usage: /history [N | after ID]"]
 
 
 def test_unknown_command_mentions_help(mem: MemoryServer) -> None:

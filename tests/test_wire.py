@@ -89,7 +89,7 @@ def test_bad_arguments_are_refused_with_a_code(line: str, code: str) -> None:
 def test_usage_errors_quote_the_commands_own_usage(mem: MemoryServer) -> None:
     alice = mem.user("alice")
     alice.line("/history lots")
-    assert alice.lines() == ["!! Usage: /history [N]"]
+    assert alice.lines() == ["!! Usage: /history [N | after ID]"]
 
 
 @pytest.mark.parametrize(("state", "code"), [("register", "not_registered"), ("chat", "not_here")])
@@ -195,3 +195,16 @@ def test_every_error_code_has_words() -> None:
             assert text.startswith("!! ") and "{" not in text, code
             worded.add(code)
     assert worded == set(ERRORS)
+
+
+def test_history_after_an_id_is_what_was_missed(mem: MemoryServer) -> None:
+    alice, bob = mem.user("alice", mode="json"), mem.user("bob", mode="json")
+    for text in ("one", "two", "three"):
+        alice.line(text)
+    ids = [e["id"] for e in bob.events() if e["type"] == "message"]
+    bob.line(f"/history after {ids[0]}")
+    (reply,) = [e for e in bob.events() if e["type"] == "history"]
+    assert [m["text"] for m in reply["messages"]] == ["two", "three"]
+    assert reply["after"] == ids[0] and reply["requested"] == 2
+    bob.line(f"/history after {ids[-1]}")
+    assert [e for e in bob.events() if e["type"] == "history"][0]["messages"] == []
