@@ -207,4 +207,4 @@ def test_history_after_an_id_is_what_was_missed(mem: MemoryServer) -> None:
     assert [m["text"] for m in reply["messages"]] == ["two", "three"]
     assert reply["after"] == ids[0] and reply["requested"] == 2
     bob.line(f"/history after {ids[-1]}")
-    assert [e for e in bob.events() if e["type"] == "history"][0]["messages"] == []
+    assert next(e for e in bob.events() if e["type"] == "history")["messages"] == []
