@@ -21,6 +21,7 @@ from chat import events as ev
 from chat import wire
 from chat.files import FileService
 from chat.limits import InputLimits
+from chat.roomchat import RoomChat
 from chat.sanitize import for_log
 from chat.service import ChatService, User
 from chat.transfer import Discard, Upload
@@ -67,12 +68,16 @@ class Commands:
     def __init__(self, chat: ChatService, files: FileService) -> None:
         self.chat = chat
         self.files = files
+        self.rooms = RoomChat(chat)
         self._handlers: dict[type[wire.Command], Callable[[Conn, Any], Answer]] = {
             wire.Help: self.help, wire.Who: self.who, wire.Me: self.me, wire.Msg: self.msg,
             wire.Nick: self.nick, wire.History: self.history, wire.Send: self.send,
             wire.Get: self.get, wire.Files: self.list_files, wire.Session: self.session,
             wire.Proto: self.proto, wire.Quit: self.quit, wire.Attach: self.attach,
-            wire.Pong: self.pong,
+            wire.Pong: self.pong, wire.Join: self.join, wire.Part: self.part,
+            wire.RoomList: self.room_list, wire.Names: self.names, wire.Topic: self.topic,
+            wire.Invite: self.invite, wire.Kick: self.kick, wire.Private: self.private,
+            wire.Lock: self.lock, wire.Op: self.op, wire.Deop: self.op,
         }
         missing = set(wire.COMMANDS.values()) - set(self._handlers)
         assert not missing, f"commands without a handler: {missing}"
@@ -109,39 +114,81 @@ class Commands:
     # --- participants ---
 
     def who(self, conn: Conn, cmd: wire.Who) -> None:
-        conn.reply(self.chat.who())
+        if cmd.room is None:
+            conn.reply(self.chat.who())
+        else:
+            _answer(conn, self.rooms.names(_user(conn), cmd.room, "who"))
 
     def me(self, conn: Conn, cmd: wire.Me) -> None:
-        problem = self.chat.act(_user(conn), cmd.text)
-        if problem:
-            conn.reply(problem)
+        _answer(conn, self.chat.act(_user(conn), cmd.text))
 
     def msg(self, conn: Conn, cmd: wire.Msg) -> None:
-        problem = self.chat.private(_user(conn), cmd.to, cmd.text)
-        if problem:
-            conn.reply(problem)
+        user = _user(conn)
+        if wire.is_room(cmd.to):
+            _answer(conn, self.rooms.say(user, cmd.to, cmd.text))
+        else:
+            _answer(conn, self.chat.private(user, cmd.to, cmd.text))
 
     def nick(self, conn: Conn, cmd: wire.Nick) -> None:
         wait = conn.limits_in.nick_wait()
         if wait > 0:
             conn.reply(ev.error("nick_flood", "nick", wait=math.ceil(wait)))
             return
-        problem = self.chat.nick(_user(conn), cmd.name)
-        if problem:
-            conn.reply(problem)
+        _answer(conn, self.chat.nick(_user(conn), cmd.name))
 
     def history(self, conn: Conn, cmd: wire.History) -> None:
-        conn.reply(self.chat.history(cmd.count, cmd.after))
+        room = self.chat.rooms.resolve(_user(conn), None, "history")
+        if isinstance(room, ev.Error):
+            conn.reply(room)
+        else:
+            conn.reply(self.chat.history(room, cmd.count, cmd.after))
 
     def session(self, conn: Conn, cmd: wire.Session) -> None:
         user = _user(conn)
         conn.reply(ev.Session(user.session, user.name))
 
+    # --- rooms ---
+
+    def join(self, conn: Conn, cmd: wire.Join) -> None:
+        _answer(conn, self.rooms.join(_user(conn), cmd.room))
+
+    def part(self, conn: Conn, cmd: wire.Part) -> None:
+        _answer(conn, self.rooms.part(_user(conn), cmd.room, cmd.reason))
+
+    def room_list(self, conn: Conn, cmd: wire.RoomList) -> None:
+        self.rooms.listing(_user(conn))
+
+    def names(self, conn: Conn, cmd: wire.Names) -> None:
+        _answer(conn, self.rooms.names(_user(conn), cmd.room, "names"))
+
+    def topic(self, conn: Conn, cmd: wire.Topic) -> None:
+        _answer(conn, self.rooms.topic(_user(conn), cmd.room, cmd.text))
+
+    def invite(self, conn: Conn, cmd: wire.Invite) -> None:
+        _answer(conn, self.rooms.invite(_user(conn), cmd.name, cmd.room))
+
+    def kick(self, conn: Conn, cmd: wire.Kick) -> None:
+        _answer(conn, self.rooms.kick(_user(conn), cmd.name, cmd.room, cmd.reason))
+
+    def private(self, conn: Conn, cmd: wire.Private) -> None:
+        _answer(conn, self.rooms.flag(_user(conn), cmd.room, "private", cmd.on))
+
+    def lock(self, conn: Conn, cmd: wire.Lock) -> None:
+        _answer(conn, self.rooms.flag(_user(conn), cmd.room, "locked", cmd.on))
+
+    def op(self, conn: Conn, cmd: wire.Op) -> None:
+        on = not isinstance(cmd, wire.Deop)
+        _answer(conn, self.rooms.operator(_user(conn), cmd.name, cmd.room, on))
+
     # --- files ---
 
     def list_files(self, conn: Conn, cmd: wire.Files) -> Answer:
-        return self.files.recent(cmd.count).addCallback(
-            lambda files: conn.reply(ev.Files(tuple(files)))
+        room = self.chat.rooms.resolve(_user(conn), cmd.room, "files")
+        if isinstance(room, ev.Error):
+            conn.reply(room)
+            return None
+        return self.files.recent(cmd.count, room.name).addCallback(
+            lambda files: conn.reply(ev.Files(tuple(files), room.name))
         )
 
     def send(self, conn: Conn, cmd: wire.Send) -> Answer:
@@ -187,6 +234,12 @@ class Commands:
             ev.Download(info, offset, info.size - offset)
         )
         return conn.download(header, f, info, offset)
+
+
+def _answer(conn: Conn, problem: ev.Error | None) -> None:
+    """Say what went wrong, if anything did (most commands answer only that way)."""
+    if problem is not None:
+        conn.reply(problem)
 
 
 def _user(conn: Conn) -> User:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chat.wire import room_name_problem
+
 
 class ConfigError(Exception):
     """A bad setting; the message names it and fits on one line."""
@@ -72,6 +74,15 @@ class LimitSettings:
 
 
 @dataclass
+class RoomSettings:
+    default: str = "#lobby"
+    autojoin: list[str] = field(default_factory=list)
+    max_per_user: int = 20
+    max_rooms: int = 1000
+    max_topic_bytes: int = 300
+
+
+@dataclass
 class HistorySettings:
     replay: int = 20
     max: int = 500
@@ -89,6 +100,7 @@ class ConsoleSettings:
 class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    rooms: RoomSettings = field(default_factory=RoomSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
@@ -187,6 +199,12 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"limits.exempt_addresses: {address!r} is not an address or a network"
             ) from None
+    for name in (config.rooms.default, *config.rooms.autojoin):
+        if room_name_problem(name):
+            raise ConfigError(f"rooms: {name!r} is not a room name ('#' and 1-32 letters, "
+                              "digits, '_', '-' or '.')")
+    if config.rooms.max_per_user < 1 + len(config.rooms.autojoin):
+        raise ConfigError("rooms.max_per_user: must allow the default and autojoin rooms")
     if config.console.refresh_per_second <= 0:
         raise ConfigError("console.refresh_per_second: must be positive")
 

@@ -129,6 +129,15 @@ class TransferRow:
 
 
 @dataclass(frozen=True)
+class RoomRow:
+    name: str
+    members: int
+    per_minute: int
+    topic: str
+    private: bool = False
+
+
+@dataclass(frozen=True)
 class Entry:
     """One line of the chat log: ``kind`` picks the colour."""
 
@@ -142,6 +151,7 @@ class Snapshot:
     addresses: tuple[tuple[str, str], ...] = ()
     uptime: float = 0.0
     users: tuple[UserRow, ...] = ()
+    rooms: tuple[RoomRow, ...] = ()
     messages: int = 0
     rate: float = 0.0
     privates: int = 0
@@ -160,6 +170,8 @@ class Snapshot:
 STYLE: dict[str, tuple[str | None, bool]] = {
     "join": ("green", False),
     "leave": ("red", False),
+    "part": ("red", False),
+    "topic": ("yellow", False),
     "message": (None, False),
     "action": (None, False),
     "nick": ("yellow", False),
@@ -223,6 +235,23 @@ def _user_rows(users: Sequence[UserRow], limit: int) -> list[Line]:
         ])
     # Rows that cannot be on screen only need to be counted, not formatted.
     rows += [_BLANK] * len(users[limit:])
+    return rows
+
+
+def _room_rows(rooms: Sequence[RoomRow], limit: int) -> list[Line]:
+    """The rooms table: column names, then a row per room (rows past ``limit`` left blank)."""
+    if not rooms:
+        return [[Segment("(no rooms)")]]
+    nw = min(24, max(4, *(text_width(r.name) for r in rooms)))
+    rows: list[Line] = [[Segment(f"{_cell('ROOM', nw)}  MEMBERS  MSG/MIN  TOPIC", None, True)]]
+    for r in rooms[:limit]:
+        rows.append([
+            Segment(_cell(r.name, nw), None, True),
+            Segment(f"  {r.members:>7}  {r.per_minute:>7}  "),
+            Segment("(private) " if r.private else "", "yellow"),
+            Segment(r.topic),
+        ])
+    rows += [_BLANK] * len(rooms[limit:])
     return rows
 
 
@@ -314,6 +343,9 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
         f"Users ({len(s.users)})", _user_rows(s.users, height), False, True,
         fixed=1 if s.users else 0,
     )
+    rooms = _Section(
+        f"Rooms ({len(s.rooms)})", _room_rows(s.rooms, height), False, bool(s.rooms), fixed=1
+    )
     transfers = _Section(
         f"Transfers ({len(s.transfers)})",
         [_progress(t, width) for t in s.transfers[:height]] + [_BLANK] * len(s.transfers[height:]),
@@ -325,7 +357,7 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
 
     space = height - 4
     # Every visible section gets its title and one row first, most useful first.
-    for sec in (chat, users, transfers, log):
+    for sec in (chat, users, rooms, transfers, log):
         if sec.visible and space >= 2:
             sec.shown = 1
             space -= 2
@@ -333,16 +365,17 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
             sec.visible = sec.visible and sec.shown > 0
     body_height = height - 4
     space -= users.grow(space, max(2, body_height * 2 // 5)) if users.visible else 0
+    space -= rooms.grow(space, max(2, body_height // 5)) if rooms.visible else 0
     space -= transfers.grow(space, max(1, body_height // 4)) if transfers.visible else 0
     space -= log.grow(space, 3) if log.visible else 0
     space -= chat.grow(space) if chat.visible else 0
     # A quiet chat leaves room: the tables may use it after all.
-    for sec in (users, transfers, log):
+    for sec in (users, rooms, transfers, log):
         if sec.visible:
             space -= sec.grow(space)
 
     body: list[Line] = []
-    for sec in (users, transfers, chat, log):
+    for sec in (users, rooms, transfers, chat, log):
         if sec.visible:
             body += sec.lines(width)
     body += [[] for _ in range(space)]
@@ -434,22 +467,30 @@ def entry_for(item: ev.Event | _PrivateRun | Entry) -> Entry:
         s = "" if item.count == 1 else "s"
         return Entry("private", f"({item.count} private message{s})", item.ts)
     e = item
+    room = getattr(e, "room", None)
+    where = f"[{for_log(room)}] " if room else ""
     if isinstance(e, ev.Message):
-        return Entry("message", f"<{for_log(e.sender)}> {for_log(e.text)}", e.ts)
+        return Entry("message", f"{where}<{for_log(e.sender)}> {for_log(e.text)}", e.ts)
     if isinstance(e, ev.Action):
-        return Entry("action", f"* {for_log(e.sender)} {for_log(e.text)}", e.ts)
+        return Entry("action", f"{where}* {for_log(e.sender)} {for_log(e.text)}", e.ts)
     if isinstance(e, ev.Join):
-        return Entry("join", f"→ {for_log(e.name)} joined", e.ts)
+        return Entry("join", f"{where}→ {for_log(e.name)} joined", e.ts)
+    if isinstance(e, ev.Part):
+        why = f" ({for_log(e.reason)})" if e.reason else ""
+        return Entry("part", f"{where}← {for_log(e.name)} left the room{why}", e.ts)
+    if isinstance(e, ev.Topic):
+        return Entry("topic", f"{where}{for_log(e.by)} set the topic: {for_log(e.topic)}", e.ts)
     if isinstance(e, ev.Leave):
         return Entry("leave", f"← {for_log(e.name)} left ({for_log(e.reason)})", e.ts)
     if isinstance(e, ev.Nick):
         return Entry("nick", f"{for_log(e.old)} is now {for_log(e.new)}", e.ts)
     if isinstance(e, ev.Notice):
-        return Entry("notice", f"notice: {for_log(e.text)}", e.ts)
+        return Entry("notice", f"{where}notice: {for_log(e.text)}", e.ts)
     if isinstance(e, ev.FileShared):
         return Entry(
             "file",
-            f"{for_log(e.sender)} shared {for_log(e.name)} ({human_size(e.size)}) {e.file_id}",
+            f"{where}{for_log(e.sender)} shared {for_log(e.name)} ({human_size(e.size)}) "
+            f"{e.file_id}",
             e.ts,
         )
     return Entry("console", for_log(type(e).__name__), None)
@@ -527,7 +568,7 @@ def terminal_size(fd: int = 1) -> tuple[int, int]:
 HELP: tuple[tuple[str, str], ...] = (
     ("/who", "list who is connected"),
     ("/kick NAME [REASON]", "disconnect NAME; they see REASON, everyone sees them leave"),
-    ("/say TEXT", "a server notice to everyone"),
+    ("/say [ROOM] TEXT", "a server notice to everyone, or to one room"),
     ("/files", "recently shared files"),
     ("/help", "this list"),
     ("/quit", "shut the server down cleanly (as SIGTERM does)"),
@@ -729,10 +770,17 @@ class Console:
             TransferRow(t.user, t.name, t.direction, t.size, t.done, now - t.started)
             for t in list(src.files.active.values())
         )
+        rooms_ = src.service.rooms
+        listed = sorted(rooms_.rooms.values(), key=lambda r: (-len(r.members), r.key))
+        rooms = tuple(
+            RoomRow(r.name, len(r.members), rooms_.per_minute(r), for_log(r.topic), r.private)
+            for r in listed
+        )
         return Snapshot(
             addresses=src.addresses(),
             uptime=now - src.started,
             users=users,
+            rooms=rooms,
             messages=stats.messages,
             rate=self._rate(now, stats.messages),
             privates=self.privates,
@@ -839,11 +887,18 @@ class Console:
 
     def do_say(self, args: str) -> None:
         assert self.sources is not None
-        if not args:
-            self.error("Usage: /say TEXT")
+        first, _, rest = args.partition(" ")
+        room = self.sources.service.rooms.get(first) if first.startswith("#") else None
+        if first.startswith("#") and room is None:
+            self.error(f"There is no room {for_log(first)}.")
             return
-        self.sources.service.notice(args)
-        self.status = Entry("console", "Notice sent to everyone.", self.clock.seconds())
+        text = rest.strip() if room is not None else args
+        if not text:
+            self.error("Usage: /say [ROOM] TEXT")
+            return
+        self.sources.service.notice(text, room)
+        where = room.name if room is not None else "everyone"
+        self.status = Entry("console", f"Notice sent to {where}.", self.clock.seconds())
 
     def do_files(self, args: str) -> None:
         assert self.sources is not None

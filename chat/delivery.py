@@ -1,21 +1,25 @@
 """Delivery: every byte the chat sends to a connection, in order, stored before it is sent.
 
-What the chat says in one reactor turn is one *batch*: broadcasts to every
-member, and replies to one connection, in the order they were made. A batch
-is committed to the history database in one transaction (its messages, and
-the highest event id it hands out) off the reactor thread, and only then
-written to the sockets: no one ever receives a line that a crash could take
-back, and no id is handed out twice. While one batch commits, the next one
-gathers what follows (group commit), so a busy server makes fewer, larger
-transactions and fewer, larger writes.
+What the chat says in one reactor turn is one *batch*: broadcasts, each to
+an *audience* (a room's members, or everyone), and replies to one
+connection, in the order they were made. A batch is committed to the history
+database in one transaction (its messages, and a mark for the event ids it
+hands out) off the reactor thread, and only then written to the sockets: no
+one ever receives a line that a crash could take back, and no id is handed
+out twice. While one batch commits, the next one gathers what follows
+(group commit), so a busy server makes fewer, larger transactions and
+writes.
 
-Each recipient gets one write per batch, and broadcast bytes are rendered
-once per mode for all of them (the per-recipient ``transport.write`` was the
-hot spot, see bench/README.md). A member who arrives mid-batch starts at its
-arrival (what came before is in its history replay); one who leaves gets
-what came before its leave; one who switches mode gets each event in the
-mode it had when the event was made. A reply to a connection with nothing
-queued goes out at once.
+An audience is an immutable set of connections taken when the line is said
+(a room replaces its set whenever someone joins or leaves), so who hears a
+line is decided then, not at delivery: a member who arrives later starts
+with what follows (what came before is in its history replay), one who
+leaves still gets what came before its leave. Consecutive broadcasts to the
+same audience form a *segment*, rendered once per variant (mode, and whether
+text lines carry their room) and shared by all its members; each connection
+gets one write per batch. A connection that switches mode gets each line in
+the mode it had when the line was said. A reply to a connection goes out at
+once when nothing is queued at all.
 """
 
 from __future__ import annotations
@@ -54,34 +58,53 @@ class Peer(Protocol):
 class Renderer(Protocol):
     echo_own: bool
 
-    def render(self, event: ev.Event, viewer: str | None = None) -> bytes: ...
+    def render(self, event: ev.Event, viewer: str | None = None, tagged: bool = False) -> bytes:
+        ...
+
+
+class _Segment:
+    """Consecutive broadcasts to one audience, rendered once per variant."""
+
+    __slots__ = ("audience", "events", "filtered", "origin_set", "origins", "rendered", "whole")
+
+    def __init__(self, audience: frozenset[Any]) -> None:
+        self.audience = audience
+        self.events: list[ev.Event] = []
+        #: The connection each event came from (not echoed to it in text mode), or None.
+        self.origins: list[Any] = []
+        self.origin_set: set[Any] = set()
+        #: (mode, tagged) -> one rendering per event, and all of them as one write.
+        self.rendered: dict[tuple[str, bool], list[bytes]] = {}
+        self.whole: dict[tuple[str, bool], bytes] = {}
+        #: (origin, mode, tagged) -> the segment without that origin's own events.
+        self.filtered: dict[tuple[Any, str, bool], bytes] = {}
+
+
+class _Reply:
+    """A reply to one connection, rendered when it was made."""
+
+    __slots__ = ("data", "peer")
+
+    def __init__(self, peer: Any, data: bytes) -> None:
+        self.peer = peer
+        self.data = data
 
 
 class _Batch:
-    """One turn's output: broadcasts, replies, and who was there for which."""
+    """One turn's output, and the mode switches made during it."""
 
-    __slots__ = (
-        "direct", "ends", "events", "history", "last_id", "modes", "observed", "origins",
-        "rendered", "starts", "waiters",
-    )
+    __slots__ = ("history", "items", "last_id", "modes", "observed", "split", "waiters")
 
     def __init__(self) -> None:
-        #: Broadcasts: (event, the member who caused it or None).
-        self.events: list[tuple[ev.Event, Any]] = []
-        #: Replies to one connection, rendered when made: (position in events, bytes).
-        self.direct: dict[Peer, list[tuple[int, bytes]]] = {}
-        #: Members that arrived during the batch, and where.
-        self.starts: dict[Peer, int] = {}
-        #: Members that left during the batch: where, and who they were.
-        self.ends: dict[Peer, tuple[int, Any]] = {}
-        #: Members that switched mode: [(from position, mode), ...].
-        self.modes: dict[Peer, list[tuple[int, str]]] = {}
-        self.origins: set[Any] = set()
+        self.items: list[_Segment | _Reply] = []
+        #: Connections that switched mode: [(from item index, mode), ...].
+        self.modes: dict[Any, list[tuple[int, str]]] = {}
+        #: A mode switch: the next broadcast starts a segment of its own.
+        self.split = False
         #: Messages for the history table, and the highest id handed out.
         self.history: list[ev.Event] = []
         self.last_id = 0
         self.observed: list[ev.Event] = []
-        self.rendered: dict[str, list[bytes]] = {}
         self.waiters: list[defer.Deferred[None]] = []
 
 
@@ -104,10 +127,12 @@ class Delivery:
         self._clock = clock
         self.renderers = renderers
         self._commit = commit
-        self._last_id = last_id
         self._coalesce = coalesce
-        #: Who hears broadcasts: connection -> user, in order of arrival.
+        #: Who is registered: connection -> user, in order of arrival.
         self.members: dict[Peer, Any] = {}
+        self._everyone: frozenset[Any] | None = frozenset()
+        #: Connections whose text lines carry their room (those in several rooms).
+        self.tagged: set[Any] = set()
         self._open: _Batch | None = None
         self._committing: _Batch | None = None
         #: Every id up to this one is recorded as (possibly) used.
@@ -119,46 +144,59 @@ class Delivery:
     # --- members ---
 
     def add_member(self, peer: Peer, user: Any) -> None:
-        """``peer`` hears broadcasts from now on (not those already made)."""
-        for batch in self._queued():
-            batch.starts[peer] = len(batch.events)
         self.members[peer] = user
+        self._everyone = None
 
     def remove_member(self, peer: Peer) -> None:
-        """``peer`` hears no more broadcasts; those already made still reach it."""
-        user = self.members.pop(peer, None)
-        if user is None:
-            return
-        for batch in self._queued():
-            batch.ends.setdefault(peer, (len(batch.events), user))
+        if self.members.pop(peer, None) is not None:
+            self._everyone = None
+        self.tagged.discard(peer)
+
+    def everyone(self) -> frozenset[Any]:
+        """Every registered connection, as one set (rebuilt only after a change)."""
+        if self._everyone is None:
+            self._everyone = frozenset(self.members)
+        return self._everyone
 
     def mode_changed(self, peer: Peer, old: str) -> None:
         """``peer.mode`` just changed: what was made before stays in ``old``."""
         for batch in self._queued():
             switches = batch.modes.setdefault(peer, [(0, old)])
             if batch is self._open:
-                switches.append((len(batch.events), peer.mode))
+                switches.append((len(batch.items), peer.mode))
+                batch.split = True
 
     # --- output ---
 
-    def broadcast(self, event: ev.Event, origin: Any = None) -> None:
-        """``event`` to every member; ``origin`` hears it only if its mode echoes."""
+    def broadcast(
+        self, event: ev.Event, audience: frozenset[Any] | None = None, origin: Any = None
+    ) -> None:
+        """``event`` to ``audience`` (everyone if None); ``origin``, the connection it
+        came from, hears it only if its mode echoes."""
+        audience = self.everyone() if audience is None else audience
         batch = self._batch()
-        batch.events.append((event, origin))
+        last = batch.items[-1] if batch.items else None
+        if isinstance(last, _Segment) and last.audience is audience and not batch.split:
+            segment = last
+        else:
+            segment = _Segment(audience)
+            batch.items.append(segment)
+            batch.split = False
+        segment.events.append(event)
+        segment.origins.append(origin)
         if origin is not None:
-            batch.origins.add(origin)
+            segment.origin_set.add(origin)
         self._account(batch, event)
         if not self._coalesce:
             self._seal()
 
     def reply(self, peer: Peer, event: ev.Event, viewer: str | None = None) -> None:
         """``event`` to one connection, after everything already queued for it."""
-        data = self.renderers[peer.mode].render(event, viewer)
-        if not self._concerns(peer):
+        data = self.renderers[peer.mode].render(event, viewer, peer in self.tagged)
+        if self._open is None and self._committing is None:
             _send(peer, data)
             return
-        batch = self._batch()
-        batch.direct.setdefault(peer, []).append((len(batch.events), data))
+        self._batch().items.append(_Reply(peer, data))
         if not self._coalesce:
             self._seal()
 
@@ -166,26 +204,23 @@ class Delivery:
         """A chat event for a few connections (``(peer, viewer)``), numbered like the rest."""
         batch = self._batch()
         for peer, viewer in to:
-            data = self.renderers[peer.mode].render(event, viewer)
-            batch.direct.setdefault(peer, []).append((len(batch.events), data))
+            data = self.renderers[peer.mode].render(event, viewer, False)
+            batch.items.append(_Reply(peer, data))
         self._account(batch, event)
         if not self._coalesce:
             self._seal()
 
     def delivered(self, peer: Peer) -> defer.Deferred[None]:
         """Fires once everything queued for ``peer`` so far has been written to it."""
-        if not self._concerns(peer):
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
-        (self._open or self._committing).waiters.append(d)  # type: ignore[union-attr]
-        return d
+        return self.drain()
 
     def drain(self) -> defer.Deferred[None]:
-        """Fires once everything queued has been stored and delivered (shutdown)."""
-        if self._open is None and self._committing is None:
+        """Fires once everything queued has been stored and delivered."""
+        last = self._open or self._committing
+        if last is None:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()
-        (self._open or self._committing).waiters.append(d)  # type: ignore[union-attr]
+        last.waiters.append(d)
         self._seal()
         return d
 
@@ -193,13 +228,6 @@ class Delivery:
 
     def _queued(self) -> list[_Batch]:
         return [b for b in (self._committing, self._open) if b is not None]
-
-    def _concerns(self, peer: Peer) -> bool:
-        """Whether ``peer`` may have output queued (so a reply must wait its turn)."""
-        return any(
-            peer in b.direct or peer in b.ends or (b.events and peer in self.members)
-            for b in self._queued()
-        )
 
     def _batch(self) -> _Batch:
         if self._open is None:
@@ -260,69 +288,71 @@ class Delivery:
                 self._seal()
 
     def _deliver(self, batch: _Batch) -> None:
-        whole: dict[str, bytes] = {}  # mode -> the batch as one write
-        special = batch.starts.keys() | batch.ends.keys() | batch.modes.keys() | batch.direct.keys()
-        silent = {mode for mode, r in self.renderers.items() if not r.echo_own}
-        origins = batch.origins
-        for peer, user in self.members.items():
-            if peer in special or (user in origins and peer.mode in silent):
-                _send(peer, self._part(batch, peer, user))
-            elif batch.events:
-                data = whole.get(peer.mode)
-                if data is None:
-                    data = whole[peer.mode] = b"".join(self._lines(batch, peer.mode))
-                _send(peer, data)
-        for peer in special - self.members.keys():
-            left = batch.ends.get(peer)
-            _send(peer, self._part(batch, peer, left[1] if left else None))
+        items = batch.items
+        if len(items) == 1 and isinstance(items[0], _Segment) and not batch.modes:
+            segment = items[0]  # the common case: one audience, no replies
+            for peer in segment.audience:
+                _send(peer, self._part(segment, peer, peer.mode))
+        else:
+            out: dict[Any, list[bytes]] = {}
+            for index, item in enumerate(items):
+                if isinstance(item, _Reply):
+                    out.setdefault(item.peer, []).append(item.data)
+                    continue
+                for peer in item.audience:
+                    data = self._part(item, peer, self._mode(batch, peer, index))
+                    if data:
+                        out.setdefault(peer, []).append(data)
+            for peer, parts in out.items():
+                _send(peer, b"".join(parts))
         for waiter in batch.waiters:
             waiter.callback(None)
         for event in batch.observed:
             for observer in self.observers:
                 observer(event)
 
-    def _part(self, batch: _Batch, peer: Peer, user: Any) -> bytes:
-        """What ``peer`` gets of ``batch``: its window of broadcasts, its replies."""
-        start = batch.starts.get(peer, 0)
-        end = batch.ends[peer][0] if peer in batch.ends else len(batch.events)
-        if peer not in self.members and peer not in batch.ends:
-            start = end = 0  # never a member of this batch (replies only)
+    def _mode(self, batch: _Batch, peer: Any, index: int) -> str:
         switches = batch.modes.get(peer)
-        replies = batch.direct.get(peer)
-        events = batch.events
-        if switches is None and replies is None:  # the common case: one mode, no replies
-            lines = self._lines(batch, peer.mode)
-            if user is None or self.renderers[peer.mode].echo_own:
-                return b"".join(lines[start:end])
-            return b"".join([lines[i] for i in range(start, end) if events[i][1] is not user])
-        switches = switches or [(0, peer.mode)]
-        replies = replies or []
-        out: list[bytes] = []
-        r = 0
-        for i in range(start, end):
-            while r < len(replies) and replies[r][0] <= i:
-                out.append(replies[r][1])
-                r += 1
-            mode = next(m for at, m in reversed(switches) if at <= i)
-            if events[i][1] is user and user is not None and not self.renderers[mode].echo_own:
-                continue
-            out.append(self._lines(batch, mode)[i])
-        out.extend(data for _, data in replies[r:])
-        return b"".join(out)
+        if switches is None:
+            return str(peer.mode)
+        return next(mode for at, mode in reversed(switches) if at <= index)
 
-    def _lines(self, batch: _Batch, mode: str) -> list[bytes]:
-        """One rendering per broadcast of the batch in ``mode``, each made once."""
-        out = batch.rendered.setdefault(mode, [])
-        for event, _ in batch.events[len(out) :]:
-            try:
-                out.append(self.renderers[mode].render(event))
-            except Exception:
-                self.log.failure("Rendering {type} failed", type=event.type)
-                out.append(b"")
+    def _part(self, segment: _Segment, peer: Any, mode: str) -> bytes:
+        """``segment`` as ``peer`` gets it: rendered once per variant, minus its own lines
+        where its mode does not echo them."""
+        tagged = peer in self.tagged
+        if peer in segment.origin_set and not self.renderers[mode].echo_own:
+            key = (peer, mode, tagged)
+            data = segment.filtered.get(key)
+            if data is None:
+                lines = self._lines(segment, mode, tagged)
+                data = segment.filtered[key] = b"".join(
+                    line for line, origin in zip(lines, segment.origins, strict=True)
+                    if origin is not peer
+                )
+            return data
+        variant = (mode, tagged)
+        whole = segment.whole.get(variant)
+        if whole is None:
+            whole = segment.whole[variant] = b"".join(self._lines(segment, mode, tagged))
+        return whole
+
+    def _lines(self, segment: _Segment, mode: str, tagged: bool) -> list[bytes]:
+        """One rendering per event of ``segment`` in a variant, each made once."""
+        key = (mode, tagged)
+        out = segment.rendered.get(key)
+        if out is None:
+            out = segment.rendered[key] = []
+            for event in segment.events:
+                try:
+                    out.append(self.renderers[mode].render(event, None, tagged))
+                except Exception:
+                    self.log.failure("Rendering {type} failed", type=event.type)
+                    out.append(b"")
         return out
 
 
-def _send(peer: Peer, data: bytes) -> None:
+def _send(peer: Any, data: bytes) -> None:
     """Write to one connection; its failure is its own, never the broadcast's."""
     if data:
         try:

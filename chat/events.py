@@ -102,6 +102,7 @@ class Message(Event):
     ts: float
     sender: str
     text: str
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class Action(Event):
     ts: float
     sender: str
     text: str
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,19 +128,49 @@ class Private(Event):
 
 @dataclass(frozen=True, slots=True)
 class Join(Event):
+    """Someone joined a room; ``arrival``: on arriving on the server (not ``/join``)."""
+
     type: ClassVar[str] = "join"
     id: int
     ts: float
     name: str
+    room: str | None = None
+    arrival: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Leave(Event):
+    """Someone left the server: seen once by everyone who shared a room with them."""
+
     type: ClassVar[str] = "leave"
     id: int
     ts: float
     name: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part(Event):
+    """Someone left one room (``/part``, or kicked from it); ``reason`` may be empty."""
+
+    type: ClassVar[str] = "part"
+    id: int
+    ts: float
+    name: str
+    room: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Event):
+    """A room's topic was set (``topic`` empty: cleared) by ``by``."""
+
+    type: ClassVar[str] = "topic"
+    id: int
+    ts: float
+    room: str
+    topic: str
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +184,13 @@ class Nick(Event):
 
 @dataclass(frozen=True, slots=True)
 class Notice(Event):
+    """A server notice: to everyone, or (``room``) to one room."""
+
     type: ClassVar[str] = "notice"
     id: int
     ts: float
     text: str
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +205,7 @@ class FileShared(Event):
     crc32: str
     sha256: str
     url: str | None
+    room: str | None = None
 
 
 # --- replies to one connection ---
@@ -193,18 +229,26 @@ class Participant(Event):
 
 @dataclass(frozen=True, slots=True)
 class Welcome(Event):
+    """The name was accepted; ``rooms`` the user is in, ``room`` the current one."""
+
     type: ClassVar[str] = "welcome"
     name: str
     session: str
     server: str
     http: str | None
+    rooms: tuple[str, ...] = ()
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Participants(Event):
+    """Who is in a room, sent to who just joined it (or made it current), and its topic."""
+
     type: ClassVar[str] = "participants"
     names: tuple[str, ...]
     you: str
+    room: str | None = None
+    topic: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,12 +258,58 @@ class History(Event):
     requested: int
     #: Set when the reply is to ``/history after ID``: the messages after that id.
     after: int | None = None
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Who(Event):
     type: ClassVar[str] = "who"
     users: tuple[Participant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Names(Event):
+    """The members of one room, with idle times (``/names``, ``/who ROOM``)."""
+
+    type: ClassVar[str] = "names"
+    room: str
+    users: tuple[Participant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo(Event):
+    """One room as ``/rooms`` lists it."""
+
+    type: ClassVar[str] = "roominfo"
+    name: str
+    members: int
+    topic: str
+    joined: bool
+    private: bool = False
+    locked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms(Event):
+    type: ClassVar[str] = "rooms"
+    rooms: tuple[RoomInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Invited(Event):
+    """``by`` invited you into ``room`` (a private room then lets you in)."""
+
+    type: ClassVar[str] = "invited"
+    room: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Current(Event):
+    """Your current room changed: plain lines, ``/me`` and ``/send`` go there (None: none)."""
+
+    type: ClassVar[str] = "current"
+    room: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,12 +415,14 @@ class FileInfo(Event):
     uploader: str
     ts: float
     url: str | None
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Files(Event):
     type: ClassVar[str] = "files"
     files: tuple[FileInfo, ...]
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,15 +468,16 @@ class Info(Event):
 
 
 #: The events of the conversation itself: numbered, timestamped, seen by more than one.
-ChatEvent = Message | Action | Private | Join | Leave | Nick | Notice | FileShared
+ChatEvent = Message | Action | Private | Join | Leave | Part | Topic | Nick | Notice | FileShared
 CHAT_EVENTS: tuple[type[Event], ...] = typing.get_args(ChatEvent)
 
 #: Every event a server sends, by wire type.
 EVENTS: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
-        *CHAT_EVENTS, Prompt, Participant, Welcome, Participants, History, Who, Error, Help,
-        Proto, Session, Attached, Bye, FileInfo, Files, Uploaded, Download, FetchHint, Ping, Info,
+        *CHAT_EVENTS, Prompt, Participant, Welcome, Participants, History, Who, Names, RoomInfo,
+        Rooms, Invited, Current, Error, Help, Proto, Session, Attached, Bye, FileInfo, Files,
+        Uploaded, Download, FetchHint, Ping, Info,
     )
 }
 

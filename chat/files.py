@@ -49,6 +49,8 @@ class FileService:
         too_large = self.store.too_large(send.size)
         if too_large is not None:
             return too_large
+        if owner.current is None:
+            return ev.error("not_in_room", "send")  # a file is shared into a room
         name, why = decode_file_name(send.name)
         if why is not None:
             return ev.error("refused", "send", size=send.size, **why)
@@ -56,7 +58,9 @@ class FileService:
         refusal = self.store.refusal(send.size, key)
         if refusal is not None:
             return refusal
-        return self.store.begin_upload(owner.name, key, name, send.size, send.crc32, producer)
+        return self.store.begin_upload(
+            owner.name, key, name, send.size, send.crc32, producer, owner.current.name
+        )
 
     def complete(self, upload: Upload, owner: User, peer: Peer) -> defer.Deferred[None]:
         """Check and store a whole upload, then answer ``peer`` and tell the chat.
@@ -72,7 +76,7 @@ class FileService:
         t = upload.transfer
         info = ev.FileInfo(
             stored.file_id, t.name, stored.size, stored.crc32, stored.sha256, owner.name,
-            self.clock.seconds(), None,
+            self.clock.seconds(), None, t.room,
         )
         self.store.quotas.stored(t.key, info.size)
         return self.db.add_file(info, t.key).addCallback(lambda _: info)
@@ -113,8 +117,8 @@ class FileService:
 
         return self.db.get_file(file_id).addCallback(there)
 
-    def recent(self, n: int) -> defer.Deferred[list[ev.FileInfo]]:
-        """The ``n`` most recent files, oldest first, with their URLs."""
-        return self.db.recent_files(n).addCallback(
+    def recent(self, n: int, room: str | None = None) -> defer.Deferred[list[ev.FileInfo]]:
+        """The ``n`` most recent files (shared into ``room``), oldest first, with their URLs."""
+        return self.db.recent_files(n, room).addCallback(
             lambda files: [self.chat.with_url(f) for f in files]
         )

@@ -261,7 +261,9 @@ class ChatProtocol(Protocol, TimeoutMixin):
         if text.startswith("/") and not text.startswith("//"):
             self._command(text)
         else:
-            self.service.say(self.user, text[1:] if text.startswith("//") else text)
+            problem = self.service.say(self.user, text[1:] if text.startswith("//") else text)
+            if problem is not None:
+                self.reply(problem)
 
     def _attached_line(self, text: str) -> None:
         if text.startswith("/"):

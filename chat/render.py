@@ -116,6 +116,20 @@ ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
     ),
     "idle": "Disconnected after {limit:g} seconds without input.",
     "internal": "Something went wrong on the server.",
+    "no_such_room": "There is no room {room}.",
+    "not_in_room": lambda p: (
+        f"{p['name']} is not in {p['room']}." if "name" in p
+        else f"You are not in {p['room']}." if "room" in p
+        else "You are in no room: /join one (e.g. /join #lobby) to talk."
+    ),
+    "invite_only": "{room} is invite-only: ask one of its operators for an /invite.",
+    "bad_room_name": "A room name is '#' and 1 to 32 letters, digits, '_', '-' or '.'.",
+    "too_many_rooms": lambda p: (
+        f"The server has too many rooms (at most {p['limit']})." if p.get("reason") == "server"
+        else f"You are in too many rooms (at most {p['limit']}); /part one first."
+    ),
+    "not_room_operator": "Only an operator of {room} can do that.",
+    "topic_too_long": "A topic is at most {limit} bytes long.",
 }
 
 
@@ -135,7 +149,7 @@ class JsonRenderer:
     #: JSON clients get their own chat lines back, with id and server time.
     echo_own = True
 
-    def render(self, event: ev.Event, viewer: str | None = None) -> bytes:
+    def render(self, event: ev.Event, viewer: str | None = None, tagged: bool = False) -> bytes:
         data = event.as_json()
         if isinstance(event, ev.Error):
             data["text"] = error_text(event)
@@ -143,7 +157,12 @@ class JsonRenderer:
 
 
 class TextRenderer:
-    """Readable lines for telnet and nc users."""
+    """Readable lines for telnet and nc users.
+
+    ``tagged``: the viewer is in more than one room, so every line said in a
+    room carries the room (``(…) [#dev] <alice> hi``); in one room, lines read
+    as on a server without rooms.
+    """
 
     mode = "text"
     #: telnet already shows what its user typed.
@@ -151,126 +170,163 @@ class TextRenderer:
 
     def __init__(self, time_format: str = "%Y/%m/%d %H:%M:%S") -> None:
         self.time_format = time_format
-        self._table: dict[type[ev.Event], Callable[[Any, str | None], str]] = {
+        self._table: dict[type[ev.Event], Callable[[Any, str | None, bool], str]] = {
             ev.Message: self._message,
             ev.Action: self._action,
             ev.Private: self._private,
             ev.Join: self._join,
-            ev.Leave: self._leave,
-            ev.Nick: self._nick,
-            ev.Notice: self._notice,
+            ev.Leave: lambda e, v, t: (
+                f"{self.stamp(e.ts)} -- {e.name} has left the chat ({e.reason})."
+            ),
+            ev.Part: self._part,
+            ev.Topic: self._topic,
+            ev.Nick: lambda e, v, t: f"{self.stamp(e.ts)} -- {e.old} is now known as {e.new}.",
+            ev.Notice: lambda e, v, t: f"{self._head(e, t)}-- Server notice: {e.text}",
             ev.FileShared: self._file_shared,
-            ev.Prompt: self._prompt,
-            ev.Welcome: self._welcome,
+            ev.Prompt: lambda e, v, t: e.text,
+            ev.Welcome: lambda e, v, t: f"Welcome to the chat, {e.name}.",
             ev.Participants: self._participants,
             ev.History: self._history,
-            ev.Who: self._who,
-            ev.Error: self._error,
+            ev.Who: lambda e, v, t: self._people(f"-- {len(e.users)} here:", e.users),
+            ev.Names: lambda e, v, t: self._people(
+                f"-- {e.room} ({len(e.users)}):", e.users
+            ),
+            ev.Rooms: self._rooms,
+            ev.RoomInfo: lambda e, v, t: (
+                f"-- Topic of {e.name}: {e.topic}" if e.topic else f"-- {e.name} has no topic."
+            ),
+            ev.Invited: lambda e, v, t: (
+                f"-- {e.by} invited you to {e.room}: /join {e.room} to enter."
+            ),
+            ev.Current: lambda e, v, t: (
+                f"-- Now talking in {e.room}." if e.room
+                else "-- You are in no room: /join one to talk."
+            ),
+            ev.Error: lambda e, v, t: f"!! {error_text(e)}",
             ev.Help: self._help,
-            ev.Proto: lambda e, v: f"-- Protocol is now {e.mode}.",
+            ev.Proto: lambda e, v, t: f"-- Protocol is now {e.mode}.",
             ev.Session: self._session,
-            ev.Attached: lambda e, v: f"-- Attached to {e.name}'s session.",
-            ev.Bye: lambda e, v: f"-- Goodbye ({e.reason}).",
+            ev.Attached: lambda e, v, t: f"-- Attached to {e.name}'s session.",
+            ev.Bye: lambda e, v, t: f"-- Goodbye ({e.reason}).",
             ev.Files: self._files,
             ev.Uploaded: self._uploaded,
             ev.FetchHint: self._fetch_hint,
-            ev.Info: lambda e, v: f"-- {e.text}",
-            ev.Ping: lambda e, v: f"-- ping {e.token}",
+            ev.Info: lambda e, v, t: f"-- {e.text}",
+            ev.Ping: lambda e, v, t: f"-- ping {e.token}",
         }
 
-    def render(self, event: ev.Event, viewer: str | None = None) -> bytes:
-        return self.text(event, viewer).encode("utf-8") + CRLF
+    def render(self, event: ev.Event, viewer: str | None = None, tagged: bool = False) -> bytes:
+        return self.text(event, viewer, tagged).encode("utf-8") + CRLF
 
-    def text(self, event: ev.Event, viewer: str | None = None) -> str:
+    def text(self, event: ev.Event, viewer: str | None = None, tagged: bool = False) -> str:
         """The rendering without its final line ending (lines joined by CRLF)."""
-        return self._table[type(event)](event, viewer)
+        return self._table[type(event)](event, viewer, tagged)
 
     def stamp(self, ts: float) -> str:
         return "(" + time.strftime(self.time_format, time.localtime(ts)) + ")"
 
+    def _head(self, e: Any, tagged: bool) -> str:
+        """The time, and the room where the viewer is in several: ``(…) [#dev] ``."""
+        room = getattr(e, "room", None)
+        return f"{self.stamp(e.ts)} [{room}] " if tagged and room else f"{self.stamp(e.ts)} "
+
     # chat events
 
-    def _message(self, e: ev.Message, viewer: str | None) -> str:
-        return f"{self.stamp(e.ts)} <{e.sender}> {e.text}"
+    def _message(self, e: ev.Message, viewer: str | None, tagged: bool) -> str:
+        return f"{self._head(e, tagged)}<{e.sender}> {e.text}"
 
-    def _action(self, e: ev.Action, viewer: str | None) -> str:
-        return f"{self.stamp(e.ts)} * {e.sender} {e.text}"
+    def _action(self, e: ev.Action, viewer: str | None, tagged: bool) -> str:
+        return f"{self._head(e, tagged)}* {e.sender} {e.text}"
 
-    def _private(self, e: ev.Private, viewer: str | None) -> str:
+    def _private(self, e: ev.Private, viewer: str | None, tagged: bool) -> str:
         if viewer is not None and viewer == e.sender:
             return f"{self.stamp(e.ts)} -> *{e.recipient}* {e.text}"
         return f"{self.stamp(e.ts)} *{e.sender}* {e.text}"
 
-    def _join(self, e: ev.Join, viewer: str | None) -> str:
-        return f"{self.stamp(e.ts)} -- {e.name} has joined the chat."
+    def _join(self, e: ev.Join, viewer: str | None, tagged: bool) -> str:
+        if e.arrival and not tagged:
+            return f"{self.stamp(e.ts)} -- {e.name} has joined the chat."
+        return f"{self.stamp(e.ts)} -- {e.name} has joined {e.room}."
 
-    def _leave(self, e: ev.Leave, viewer: str | None) -> str:
-        return f"{self.stamp(e.ts)} -- {e.name} has left the chat ({e.reason})."
+    def _part(self, e: ev.Part, viewer: str | None, tagged: bool) -> str:
+        why = f" ({e.reason})" if e.reason else ""
+        return f"{self.stamp(e.ts)} -- {e.name} has left {e.room}{why}."
 
-    def _nick(self, e: ev.Nick, viewer: str | None) -> str:
-        return f"{self.stamp(e.ts)} -- {e.old} is now known as {e.new}."
+    def _topic(self, e: ev.Topic, viewer: str | None, tagged: bool) -> str:
+        if not e.topic:
+            return f"{self.stamp(e.ts)} -- {e.by} cleared the topic of {e.room}."
+        return f"{self.stamp(e.ts)} -- {e.by} set the topic of {e.room}: {e.topic}"
 
-    def _notice(self, e: ev.Notice, viewer: str | None) -> str:
-        return f"{self.stamp(e.ts)} -- Server notice: {e.text}"
-
-    def _file_shared(self, e: ev.FileShared, viewer: str | None) -> str:
+    def _file_shared(self, e: ev.FileShared, viewer: str | None, tagged: bool) -> str:
         where = f"/get {e.file_id}"
         if e.url:
             where += f" or {e.url}"
         return (
-            f"{self.stamp(e.ts)} -- {e.sender} shared {e.name} ({human_size(e.size)}). "
+            f"{self._head(e, tagged)}-- {e.sender} shared {e.name} ({human_size(e.size)}). "
             f"Fetch it with {where}"
         )
 
     # replies
 
-    def _prompt(self, e: ev.Prompt, viewer: str | None) -> str:
-        return e.text
-
-    def _welcome(self, e: ev.Welcome, viewer: str | None) -> str:
-        return f"Welcome to the chat, {e.name}."
-
-    def _participants(self, e: ev.Participants, viewer: str | None) -> str:
+    def _participants(self, e: ev.Participants, viewer: str | None, tagged: bool) -> str:
         others = [n for n in e.names if n != e.you]
+        where = f" in {e.room}" if tagged and e.room else ""
         if not others:
-            return "-- You are the only one here."
-        return f"-- Here with you ({len(others)}): " + ", ".join(others)
+            lines = [f"-- You are the only one{where or ' here'}."]
+        else:
+            lines = [f"-- Here with you{where} ({len(others)}): " + ", ".join(others)]
+        if e.topic:
+            lines.append(f"-- Topic of {e.room}: {e.topic}")
+        return "\r\n".join(lines)
 
-    def _history(self, e: ev.History, viewer: str | None) -> str:
+    def _history(self, e: ev.History, viewer: str | None, tagged: bool) -> str:
+        where = f" in {e.room}" if tagged and e.room else ""
         if not e.messages:
-            return "-- No messages since then." if e.after is not None else "-- No messages yet."
-        lines = [
-            f"-- {plural(len(e.messages), 'message')} since then:" if e.after is not None
-            else f"-- Last {plural(len(e.messages), 'message')}:"
-        ]
-        lines.extend(self.text(m, viewer) for m in e.messages)
+            return f"-- No messages{where} since then." if e.after is not None else (
+                f"-- No messages{where} yet."
+            )
+        count = plural(len(e.messages), "message")
+        lines = [f"-- {count}{where} since then:" if e.after is not None
+                 else f"-- Last {count}{where}:"]
+        lines.extend(self.text(m, viewer, False) for m in e.messages)
         lines.append("-- End of history.")
         return "\r\n".join(lines)
 
-    def _who(self, e: ev.Who, viewer: str | None) -> str:
-        lines = [f"-- {len(e.users)} here:"]
-        lines.extend(f"--   {u.name}  (idle {human_duration(u.idle)})" for u in e.users)
+    def _people(self, title: str, users: tuple[ev.Participant, ...]) -> str:
+        lines = [title]
+        lines.extend(f"--   {u.name}  (idle {human_duration(u.idle)})" for u in users)
         return "\r\n".join(lines)
 
-    def _error(self, e: ev.Error, viewer: str | None) -> str:
-        return f"!! {error_text(e)}"
+    def _rooms(self, e: ev.Rooms, viewer: str | None, tagged: bool) -> str:
+        if not e.rooms:
+            return "-- No rooms."
+        lines = [f"-- {plural(len(e.rooms), 'room')}:"]
+        for r in e.rooms:
+            marks = [plural(r.members, "member")]
+            marks += ["you are in it"] if r.joined else []
+            marks += ["private"] if r.private else []
+            marks += ["topic-locked"] if r.locked else []
+            lines.append(f"--   {r.name}  ({', '.join(marks)})" + (f"  {r.topic}" if r.topic
+                                                                  else ""))
+        return "\r\n".join(lines)
 
-    def _help(self, e: ev.Help, viewer: str | None) -> str:
+    def _help(self, e: ev.Help, viewer: str | None, tagged: bool) -> str:
         width = max(len(u) for u, _ in e.commands)
         lines = ["-- Commands:"]
         lines.extend(f"--   {u.ljust(width)}  {t}" for u, t in e.commands)
         return "\r\n".join(lines)
 
-    def _session(self, e: ev.Session, viewer: str | None) -> str:
+    def _session(self, e: ev.Session, viewer: str | None, tagged: bool) -> str:
         return (
             f"-- Your session key is {e.session}. A second connection that sends "
             f"'/attach {e.session}' can /send and /get for {e.name}."
         )
 
-    def _files(self, e: ev.Files, viewer: str | None) -> str:
+    def _files(self, e: ev.Files, viewer: str | None, tagged: bool) -> str:
+        where = f" in {e.room}" if tagged and e.room else ""
         if not e.files:
-            return "-- No files shared yet."
-        lines = [f"-- {plural(len(e.files), 'recent file')}:"]
+            return f"-- No files shared{where} yet."
+        lines = [f"-- {plural(len(e.files), 'recent file')}{where}:"]
         lines.extend(
             f"--   {f.file_id}  {f.name}  {human_size(f.size)}  by {f.uploader}  "
             f"{self.stamp(f.ts)}"
@@ -278,11 +334,11 @@ class TextRenderer:
         )
         return "\r\n".join(lines)
 
-    def _uploaded(self, e: ev.Uploaded, viewer: str | None) -> str:
+    def _uploaded(self, e: ev.Uploaded, viewer: str | None, tagged: bool) -> str:
         f = e.file
         return f"-- Stored {f.name}: id {f.file_id}, {plural(f.size, 'byte')}, CRC-32 {f.crc32}."
 
-    def _fetch_hint(self, e: ev.FetchHint, viewer: str | None) -> str:
+    def _fetch_hint(self, e: ev.FetchHint, viewer: str | None, tagged: bool) -> str:
         f = e.file
         if f.url:
             return (

@@ -77,6 +77,7 @@ def build_factory(
     service = ChatService(
         clock,
         store,
+        rooms=config.rooms,
         time_format=config.history.time_format,
         replay=config.history.replay,
         history_max=config.history.max,
@@ -174,7 +175,7 @@ class ChatServer(service.MultiService):
             raise ConfigError(f"server.data_dir: cannot create {data}: {e.strerror}") from None
         self._executor = ThreadExecutor(self.reactor)
         store = Store(data / "chat.sqlite3", self.reactor, config.history.max, self._executor)
-        store.open()
+        store.open(config.rooms.default)
         self._upload_pool = ThreadPool(minthreads=0, maxthreads=16, name="chat-uploads")
         self._upload_pool.start()
         self.factory = build_factory(

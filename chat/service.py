@@ -3,17 +3,19 @@
 ``ChatService`` is the chat without the sockets. A connection registers a
 ``Peer`` (anything with a ``mode``, a ``send(bytes)`` and a ``disconnect``)
 and from then on calls the service with decoded text; the service builds
-events and hands them to ``Delivery``, which stores them, renders each once
-per mode and writes the same bytes to every recipient, in order. Refusals
-come back as ``Error`` events holding a code and its values; the renderer
-words them.
+events and hands them to ``Delivery`` with their audience (a room's members,
+everyone who shares a room with someone, or everyone), which stores them,
+renders each once per mode and writes the same bytes to every recipient, in
+order. Every user arrives in the default room (and the ``autojoin`` ones);
+what users do with rooms beyond that is ``RoomChat``'s. Refusals come back as
+``Error`` events holding a code and its values; the renderer words them.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import quote
 
@@ -21,9 +23,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chat import events as ev
+from chat.config import RoomSettings
 from chat.delivery import Delivery
 from chat.registry import Registry, name_problem
 from chat.render import JsonRenderer, TextRenderer
+from chat.rooms import Room, Rooms
 from chat.sanitize import clean, for_log
 from chat.store import Store
 
@@ -49,6 +53,9 @@ class User:
     #: Transfer connections attached with this user's session key (replaced,
     #: never mutated: most users have none, and they all share the empty one).
     attachments: frozenset[Peer] = frozenset()
+    #: The rooms the user is in, in the order joined; the current one.
+    rooms: list[Room] = field(default_factory=list)
+    current: Room | None = None
 
 
 def invalid_name(problem: str, name: str, command: str | None = None) -> ev.Error:
@@ -65,7 +72,7 @@ class Stats:
 
 
 class ChatService:
-    """The chat room: registry, history and who hears what."""
+    """The chat: registry, rooms, history and who hears what."""
 
     log = Logger()
 
@@ -74,6 +81,7 @@ class ChatService:
         clock: IReactorTime,
         store: Store,
         *,
+        rooms: RoomSettings | None = None,
         time_format: str = "%Y/%m/%d %H:%M:%S",
         replay: int = 20,
         history_max: int = 500,
@@ -93,6 +101,10 @@ class ChatService:
         self.delivery = Delivery(
             clock, self.renderers, store.commit, store.last_id, coalesce=coalesce
         )
+        settings = rooms or RoomSettings()
+        self.rooms = Rooms(settings, clock, store.save_room, store.delete_room)
+        self.rooms.load(store.load_rooms())
+        self._arrival_rooms = (settings.default, *settings.autojoin)
         self._sessions: dict[str, User] = {}
         self.stats = Stats()
 
@@ -107,9 +119,12 @@ class ChatService:
         """``event`` to one connection, after what is already on its way to it."""
         self.delivery.reply(peer, event, viewer)
 
-    def broadcast(self, event: ev.Event, origin: User | None = None) -> None:
-        """``event`` to every participant; ``origin`` hears it back only if its mode echoes."""
-        self.delivery.broadcast(event, origin)
+    def broadcast(
+        self, event: ev.Event, audience: frozenset[Peer] | None = None, origin: User | None = None
+    ) -> None:
+        """``event`` to ``audience`` (everyone if None); ``origin`` hears it back only
+        if its mode echoes."""
+        self.delivery.broadcast(event, audience, origin.peer if origin else None)
 
     def set_mode(self, peer: Peer, mode: str) -> None:
         """Switch ``peer`` to ``mode``; what was sent its way before stays in the old one."""
@@ -117,8 +132,16 @@ class ChatService:
         if old != mode:
             self.delivery.mode_changed(peer, old)
 
-    def _chat_event(self, cls: type[ev.Event], *args: object) -> ev.Event:
-        return cls(self.store.next_id(), self.clock.seconds(), *args)  # type: ignore[call-arg]
+    def chat_event(self, cls: type[ev.Event], *args: object, **kw: object) -> ev.Event:
+        """A new event of the conversation: the next id, the time now."""
+        return cls(self.store.next_id(), self.clock.seconds(), *args, **kw)  # type: ignore[call-arg]
+
+    def rooms_changed(self, user: User) -> None:
+        """``user`` joined or left a room: text lines carry their room in several."""
+        if len(user.rooms) > 1:
+            self.delivery.tagged.add(user.peer)
+        else:
+            self.delivery.tagged.discard(user.peer)
 
     # --- joining and leaving ---
 
@@ -131,20 +154,43 @@ class ChatService:
         user = User(name, peer, secrets.token_urlsafe(24), address, now, now)
         if not self.registry.add(name, user):
             return ev.error("name_taken", name=name)
-        # What was said before this is in the replay; what follows is live.
         self.delivery.add_member(peer, user)
         self._sessions[user.session] = user
-        self.reply(peer, ev.Welcome(name, user.session, self.server_name, self.public_base))
-        self.reply(peer, ev.Participants(tuple(self.registry.names()), name))
-        self.reply(peer, ev.History(tuple(self.store.recent(self.replay)), self.replay), name)
-        self.broadcast(self._chat_event(ev.Join, name), origin=user)
+        joined = []
+        for room_name in self._arrival_rooms:
+            result = self.rooms.join(user, room_name)
+            if isinstance(result, ev.Error):
+                self.log.warn("{name} could not join {room}", name=name, room=room_name)
+            elif result[1]:
+                joined.append(result[0])
+        self.rooms_changed(user)
+        current = user.current.name if user.current else None
+        self.reply(peer, ev.Welcome(
+            name, user.session, self.server_name, self.public_base,
+            tuple(r.name for r in user.rooms), current,
+        ))
+        for room in joined:
+            self.greet(user, room)
+        for room in joined:
+            self.broadcast(
+                self.chat_event(ev.Join, name, room.name, True), room.audience, origin=user
+            )
         self.log.info("{name} joined from {address}", name=name, address=for_log(address))
         return user
 
+    def greet(self, user: User, room: Room) -> None:
+        """Who is in ``room``, its topic and its recent history, to who just came in."""
+        names = tuple(u.name for u in room.members)
+        self.reply(user.peer, ev.Participants(names, user.name, room.name, room.topic))
+        recent = tuple(self.store.recent(room.key, self.replay))
+        self.reply(user.peer, ev.History(recent, self.replay, None, room.name), user.name)
+
     def leave(self, user: User, reason: str) -> None:
-        """Remove a user; every other participant sees one leave notice."""
+        """Remove a user; everyone who shared a room with them sees one leave notice."""
         if self.registry.get(user.name) is not user:
             return
+        audience = self.rooms.sharers(user) - {user.peer}
+        self.rooms.leave_all(user)
         self.registry.remove(user.name)
         self.delivery.remove_member(user.peer)  # what came before the leave still reaches it
         self._sessions.pop(user.session, None)
@@ -152,7 +198,7 @@ class ChatService:
         for conn in attached:
             conn.disconnect("owner left")
         reason = clean(reason)
-        self.broadcast(self._chat_event(ev.Leave, user.name, reason))
+        self.broadcast(self.chat_event(ev.Leave, user.name, reason), audience)
         self.log.info("{name} left ({reason})", name=user.name, reason=for_log(reason))
 
     def by_session(self, key: str) -> User | None:
@@ -160,38 +206,47 @@ class ChatService:
 
     # --- saying things ---
 
-    def _touch(self, user: User) -> None:
+    def touch(self, user: User) -> None:
         user.last_active = self.clock.seconds()
 
-    def say(self, user: User, text: str) -> None:
-        self._touch(user)
+    def say(self, user: User, text: str, room: Room | None = None) -> ev.Error | None:
+        """A chat line, in ``room`` or the current room."""
+        self.touch(user)
         text = clean(text)
         if not text.strip():
-            return
-        self._said(self._chat_event(ev.Message, user.name, text), user)
+            return None
+        return self._said(ev.Message, user, text, room)
 
     def act(self, user: User, text: str) -> ev.Error | None:
-        self._touch(user)
+        self.touch(user)
         text = clean(text).strip()
         if not text:
             return ev.error("usage", "me", usage="/me ACTION")
-        self._said(self._chat_event(ev.Action, user.name, text), user)
+        return self._said(ev.Action, user, text, None, "me")
+
+    def _said(
+        self, kind: type[ev.Event], user: User, text: str, room: Room | None,
+        command: str | None = None,
+    ) -> ev.Error | None:
+        room = room or user.current
+        if room is None:
+            return ev.error("not_in_room", command)
+        event = self.chat_event(kind, user.name, text, room.name)
+        self.store.remember(event)
+        self.rooms.said(room)
+        self.stats.messages += 1
+        self.broadcast(event, room.audience, origin=user)
         return None
 
-    def _said(self, event: ev.Event, user: User) -> None:
-        self.store.remember(event)
-        self.stats.messages += 1
-        self.broadcast(event, origin=user)
-
     def private(self, user: User, to: str, text: str) -> ev.Error | None:
-        self._touch(user)
+        self.touch(user)
         text = clean(text)
         if not to or not text.strip():
             return ev.error("usage", "msg", usage="/msg NAME TEXT")
         target = self.registry.get(to)
         if target is None:
             return ev.error("no_such_user", "msg", name=clean(to)[:64])
-        event = self._chat_event(ev.Private, user.name, target.name, text)
+        event = self.chat_event(ev.Private, user.name, target.name, text)
         to_whom = [(target.peer, target.name)]
         if target is not user:
             to_whom.append((user.peer, user.name))
@@ -199,7 +254,7 @@ class ChatService:
         return None
 
     def nick(self, user: User, new: str) -> ev.Error | None:
-        self._touch(user)
+        self.touch(user)
         problem = name_problem(new)
         if problem is not None:
             return invalid_name(problem, new, "nick")
@@ -209,12 +264,14 @@ class ChatService:
         if not self.registry.rename(old, new):
             return ev.error("name_taken", "nick", name=new)
         user.name = new
-        self.broadcast(self._chat_event(ev.Nick, old, new))
+        self.rooms.renamed(old, new)
+        self.broadcast(self.chat_event(ev.Nick, old, new), self.rooms.sharers(user))
         return None
 
-    def notice(self, text: str) -> None:
-        """A server notice to everyone (the console's ``/say``, shutdown)."""
-        self.broadcast(self._chat_event(ev.Notice, clean(text)))
+    def notice(self, text: str, room: Room | None = None) -> None:
+        """A server notice to everyone, or to one room (the console's ``/say``, shutdown)."""
+        event = self.chat_event(ev.Notice, clean(text), room.name if room else None)
+        self.broadcast(event, room.audience if room else None)
 
     def kick(self, name: str, reason: str) -> bool:
         user = self.registry.get(name)
@@ -228,19 +285,23 @@ class ChatService:
 
     # --- questions ---
 
-    def who(self) -> ev.Who:
+    def participants(self, users: Iterable[User]) -> tuple[ev.Participant, ...]:
         now = self.clock.seconds()
-        return ev.Who(
-            tuple(ev.Participant(u.name, round(now - u.last_active, 1)) for u in self.registry)
-        )
+        return tuple(ev.Participant(u.name, round(now - u.last_active, 1)) for u in users)
 
-    def history(self, n: int | None = None, after: int | None = None) -> ev.History:
-        """The last ``n`` messages, or (``after``) all those kept since message ``after``."""
+    def who(self) -> ev.Who:
+        return ev.Who(self.participants(self.registry))
+
+    def history(
+        self, room: Room, n: int | None = None, after: int | None = None
+    ) -> ev.History:
+        """The last ``n`` messages of ``room``, or (``after``) all kept since message ``after``."""
         if after is not None:
-            since = [e for e in self.store.recent(self.history_max) if e.id > after]  # type: ignore[attr-defined]
-            return ev.History(tuple(since), len(since), after)
+            kept = self.store.recent(room.key, self.history_max)
+            since = [e for e in kept if e.id > after]  # type: ignore[attr-defined]
+            return ev.History(tuple(since), len(since), after, room.name)
         n = self.replay if n is None else max(0, min(n, self.history_max))
-        return ev.History(tuple(self.store.recent(n)), n)
+        return ev.History(tuple(self.store.recent(room.key, n)), n, None, room.name)
 
     # --- files ---
 
@@ -253,10 +314,11 @@ class ChatService:
         return replace(info, url=self.file_url(info))
 
     def file_shared(self, user: User, info: ev.FileInfo) -> None:
-        """Announce a stored file to everyone (the uploader is told separately)."""
+        """Announce a stored file to its room (the uploader is told separately)."""
         info = self.with_url(info)
-        event = self._chat_event(
+        room = self.rooms.get(info.room) if info.room else None
+        event = self.chat_event(
             ev.FileShared, user.name, info.file_id, info.name, info.size, info.crc32,
-            info.sha256, info.url,
+            info.sha256, info.url, info.room,
         )
-        self.broadcast(event, origin=user)
+        self.broadcast(event, room.audience if room else None, origin=user)

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from chat import events as ev
+from chat.rooms import Room
 
 T = TypeVar("T")
 Executor = Callable[[Callable[[], T]], defer.Deferred[T]]
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS history (
     ts REAL NOT NULL,
     kind TEXT NOT NULL,
     sender TEXT NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    room TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY,
@@ -49,11 +51,33 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
     uploader TEXT NOT NULL,
     ts REAL NOT NULL,
-    quota_key TEXT NOT NULL DEFAULT ''
+    quota_key TEXT NOT NULL DEFAULT '',
+    room TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS files_by_time ON files (ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    topic TEXT NOT NULL DEFAULT '',
+    topic_by TEXT NOT NULL DEFAULT '',
+    locked INTEGER NOT NULL DEFAULT 0,
+    private INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS room_operators (
+    room TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (room, name)
+);
+CREATE TABLE IF NOT EXISTS room_invites (
+    room TEXT NOT NULL, name TEXT NOT NULL, expires REAL NOT NULL, PRIMARY KEY (room, name)
+);
 """
+
+#: Columns added since the first round, with what existing rows get (see ``open``).
+_ADDED = (
+    ("files", "quota_key", "'user:' || lower(uploader)"),
+    ("files", "room", ":default"),
+    ("history", "room", ":default"),
+)
 
 _KINDS: dict[str, type[ev.Message] | type[ev.Action]] = {
     "message": ev.Message,
@@ -81,8 +105,13 @@ class ThreadExecutor:
         self._pool.stop()
 
 
+def _file_info(row: tuple[Any, ...]) -> ev.FileInfo:
+    *fields, room = row
+    return ev.FileInfo(*fields, url=None, room=room or None)
+
+
 class Store:
-    """History and file records in one SQLite file."""
+    """History, file records and rooms in one SQLite file."""
 
     log = Logger()
 
@@ -96,28 +125,36 @@ class Store:
         self.path = str(path)
         self._clock = clock
         self._run = executor
-        self._recent: deque[ev.Event] = deque(maxlen=max(keep, 1))
+        self._keep = max(keep, 1)
+        #: Recent messages per room (lower-case name), oldest first.
+        self._recent: dict[str, deque[ev.Event]] = {}
         self._last_id = 0
         self._db: sqlite3.Connection | None = None
 
     # --- start-up and shut-down ---
 
-    def open(self) -> None:
-        """Create the schema and load what the server needs in memory."""
+    def open(self, default_room: str = "#lobby") -> None:
+        """Create the schema and load what the server needs in memory.
+
+        A data directory from an earlier version is brought up to date: its
+        history and files move into ``default_room``.
+        """
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
-        if "quota_key" not in columns:  # a data directory from before quotas by uploader
-            db.execute("ALTER TABLE files ADD COLUMN quota_key TEXT NOT NULL DEFAULT ''")
-            db.execute("UPDATE files SET quota_key = 'user:' || lower(uploader)")
+        for table, column, fill in _ADDED:
+            if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+                db.execute(f"UPDATE {table} SET {column} = {fill}", {"default": default_room})
         rows = db.execute(
-            "SELECT id, ts, kind, sender, text FROM history ORDER BY id DESC LIMIT ?",
-            (self._recent.maxlen,),
+            "SELECT id, ts, kind, sender, text, room FROM (SELECT *, ROW_NUMBER() OVER "
+            "(PARTITION BY lower(room) ORDER BY id DESC) AS n FROM history) "
+            "WHERE n <= ? ORDER BY id",
+            (self._keep,),
         ).fetchall()
-        for id_, ts, kind, sender, text in reversed(rows):
-            self._recent.append(_KINDS[kind](id_, ts, sender, text))
+        for id_, ts, kind, sender, text, room in rows:
+            self.remember(_KINDS[kind](id_, ts, sender, text, room))
         (max_history,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM history").fetchone()
         row = db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
         self._last_id = max(max_history, int(row[0]) if row else 0)
@@ -144,28 +181,36 @@ class Store:
         return self._last_id
 
     def remember(self, event: ev.Event) -> None:
-        """Keep a historic event for replays (``commit`` writes it)."""
-        self._recent.append(event)
+        """Keep a historic event for replays of its room (``commit`` writes it)."""
+        room = (getattr(event, "room", None) or "").lower()
+        kept = self._recent.get(room)
+        if kept is None:
+            kept = self._recent[room] = deque(maxlen=self._keep)
+        kept.append(event)
 
-    def recent(self, n: int) -> list[ev.Event]:
-        """The last ``n`` historic events, oldest first."""
-        if n <= 0:
+    def recent(self, room: str, n: int) -> list[ev.Event]:
+        """The last ``n`` historic events of ``room``, oldest first."""
+        kept = self._recent.get(room.lower())
+        if n <= 0 or not kept:
             return []
-        items = list(self._recent)
-        return items[-n:]
+        return list(kept)[-n:]
+
+    def rooms_with_history(self) -> set[str]:
+        return set(self._recent)
 
     def commit(self, events: Iterable[ev.Event], reserved: int | None) -> defer.Deferred[None]:
         """Write ``events``, and (if given) that no id up to ``reserved`` may be
         handed out again, in one transaction."""
-        rows = [(e.id, e.ts, e.type, e.sender, e.text) for e in events]  # type: ignore[attr-defined]
+        rows = [(e.id, e.ts, e.type, e.sender, e.text, e.room or "")  # type: ignore[attr-defined]
+                for e in events]
 
         def write() -> None:
             assert self._db is not None
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO history (id, ts, kind, sender, text) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO history (id, ts, kind, sender, text, room) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 if reserved is not None:
@@ -182,10 +227,10 @@ class Store:
         def insert() -> None:
             assert self._db is not None
             self._db.execute(
-                "INSERT INTO files (id, name, size, crc32, sha256, uploader, ts, quota_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO files (id, name, size, crc32, sha256, uploader, ts, quota_key, room) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (info.file_id, info.name, info.size, info.crc32, info.sha256,
-                 info.uploader, info.ts, quota_key),
+                 info.uploader, info.ts, quota_key, info.room or ""),
             )
 
         return self._run(insert)
@@ -194,24 +239,87 @@ class Store:
         def select() -> ev.FileInfo | None:
             assert self._db is not None
             row = self._db.execute(
-                "SELECT id, name, size, crc32, sha256, uploader, ts FROM files WHERE id = ?",
+                "SELECT id, name, size, crc32, sha256, uploader, ts, room FROM files "
+                "WHERE id = ?",
                 (file_id,),
             ).fetchone()
-            return ev.FileInfo(*row, url=None) if row else None
+            return _file_info(row) if row else None
 
         return self._run(select)
 
-    def recent_files(self, n: int) -> defer.Deferred[list[ev.FileInfo]]:
+    def recent_files(
+        self, n: int, room: str | None = None
+    ) -> defer.Deferred[list[ev.FileInfo]]:
+        """The ``n`` most recent files (of ``room`` only, if given), oldest first."""
+
         def select() -> list[ev.FileInfo]:
             assert self._db is not None
+            where, args = ("WHERE lower(room) = ? ", (room.lower(), n)) if room else ("", (n,))
             rows = self._db.execute(
-                "SELECT id, name, size, crc32, sha256, uploader, ts FROM files "
-                "ORDER BY ts DESC LIMIT ?",
-                (n,),
+                "SELECT id, name, size, crc32, sha256, uploader, ts, room FROM files "
+                f"{where}ORDER BY ts DESC LIMIT ?",
+                args,
             ).fetchall()
-            return [ev.FileInfo(*row, url=None) for row in reversed(rows)]
+            return [_file_info(row) for row in reversed(rows)]
 
         return self._run(select)
+
+    # --- rooms ---
+
+    def load_rooms(self) -> list[Room]:
+        """Every room kept (settings, operators, invitations); at start-up."""
+        assert self._db is not None
+        db = self._db
+        rooms = {
+            key: Room(name, topic, topic_by, bool(locked), bool(private))
+            for key, name, topic, topic_by, locked, private in db.execute(
+                "SELECT key, name, topic, topic_by, locked, private FROM rooms"
+            )
+        }
+        for key, name in db.execute("SELECT room, name FROM room_operators"):
+            if key in rooms:
+                rooms[key].operators.add(name)
+        for key, name, expires in db.execute("SELECT room, name, expires FROM room_invites"):
+            if key in rooms:
+                rooms[key].invites[name] = expires
+        for room in rooms.values():
+            room.has_history = room.key in self._recent
+        return list(rooms.values())
+
+    def save_room(self, room: Room) -> defer.Deferred[None]:
+        row = (room.key, room.name, room.topic, room.topic_by, int(room.locked),
+               int(room.private))
+        operators = [(room.key, name) for name in room.operators]
+        invites = [(room.key, name, expires) for name, expires in room.invites.items()]
+
+        def write() -> None:
+            assert self._db is not None
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO rooms (key, name, topic, topic_by, locked, private) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", row,
+                )
+                self._db.execute("DELETE FROM room_operators WHERE room = ?", (room.key,))
+                self._db.executemany("INSERT INTO room_operators VALUES (?, ?)", operators)
+                self._db.execute("DELETE FROM room_invites WHERE room = ?", (room.key,))
+                self._db.executemany("INSERT INTO room_invites VALUES (?, ?, ?)", invites)
+
+        return self._run(write).addErrback(self._failed, "saving room")
+
+    def delete_room(self, room: Room) -> defer.Deferred[None]:
+        def write() -> None:
+            assert self._db is not None
+            with self._db:
+                self._db.execute("BEGIN")
+                for table, column in (("rooms", "key"), ("room_operators", "room"),
+                                      ("room_invites", "room")):
+                    self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (room.key,))
+
+        return self._run(write).addErrback(self._failed, "deleting room")
+
+    def _failed(self, failure: Any, what: str) -> None:
+        self.log.failure("Database: {what} failed", failure, what=what)
 
     def quota_rows(self) -> list[tuple[str, float, int]]:
         """``(uploader key, when, size)`` of every stored file; at start-up."""

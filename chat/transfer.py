@@ -94,6 +94,8 @@ class Transfer:
     done: int = 0
     #: Whose quota an upload counts against (``chat.quotas.uploader_key``).
     key: str = ""
+    #: The room an upload is shared into.
+    room: str | None = None
 
 
 class CrcMismatch(Exception):
@@ -522,9 +524,10 @@ class FileStore:
         return sum(u.pumping for u in self.uploads) < MAX_PUMPS
 
     def begin_upload(
-        self, user: str, key: str, name: str, size: int, crc: int | None, producer: IPushProducer
+        self, user: str, key: str, name: str, size: int, crc: int | None, producer: IPushProducer,
+        room: str | None = None,
     ) -> Upload:
-        transfer = Transfer(user, name, "up", size, self.clock.seconds(), key=key)
+        transfer = Transfer(user, name, "up", size, self.clock.seconds(), key=key, room=room)
         upload = Upload(self, transfer, crc, producer)
         self.active[id(transfer)] = transfer
         self.uploads.add(upload)

@@ -32,6 +32,19 @@ MODES: tuple[str, ...] = ("text", "json")
 
 PROMPT = "Choose a username:"
 
+#: A room name: ``#`` and 1-32 ASCII letters, digits, ``_``, ``-``, ``.`` (any case).
+ROOM_RE = re.compile(r"#[A-Za-z0-9_.\-]{1,32}")
+
+
+def room_name_problem(name: str) -> bool:
+    """Whether ``name`` is not a room name."""
+    return ROOM_RE.fullmatch(name) is None
+
+
+def is_room(word: str) -> bool:
+    """Whether an argument names a room (rather than a user): it starts with ``#``."""
+    return word.startswith("#")
+
 _ALL = frozenset({State.REGISTER, State.CHAT, State.ATTACHED})
 _CHAT = frozenset({State.CHAT})
 _FILES = frozenset({State.CHAT, State.ATTACHED})
@@ -80,11 +93,181 @@ class Help(Command):
     states = _ALL
 
 
+def _room_first(args: str) -> tuple[str | None, str]:
+    """``'#dev rest of it'`` -> ``('#dev', 'rest of it')``; no room named: ``(None, args)``."""
+    first, _, rest = args.strip().partition(" ")
+    if first and is_room(first):
+        return first, rest.strip()
+    return None, args.strip()
+
+
+def _switch(word: str, cls: type[Command]) -> bool:
+    if word.lower() not in ("on", "off"):
+        raise cls.usage_error()
+    return word.lower() == "on"
+
+
 @dataclass(frozen=True, slots=True)
 class Who(Command):
     verb = "who"
-    usage = "/who"
-    summary = "who is here, and how long they have been idle"
+    usage = "/who [ROOM]"
+    summary = "who is on the server (or in ROOM), and how long they have been idle"
+    room: str | None = None
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        room, rest = _room_first(args)
+        if rest:
+            raise cls.usage_error()
+        return cls(room)
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Command):
+    verb = "join"
+    usage = "/join ROOM"
+    summary = "join a room (made if new) and talk there"
+    room: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        words = args.split()
+        if len(words) != 1:
+            raise cls.usage_error()
+        return cls(words[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Part(Command):
+    verb = "part"
+    usage = "/part [ROOM] [REASON]"
+    summary = "leave a room (the current one if none is named)"
+    room: str | None = None
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        return cls(*_room_first(args))
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList(Command):
+    verb = "rooms"
+    usage = "/rooms"
+    summary = "the rooms, their members and topics"
+
+
+@dataclass(frozen=True, slots=True)
+class Names(Command):
+    verb = "names"
+    usage = "/names [ROOM]"
+    summary = "who is in a room (the current one if none is named)"
+    room: str | None = None
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        room, rest = _room_first(args)
+        if rest:
+            raise cls.usage_error()
+        return cls(room)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic(Command):
+    verb = "topic"
+    usage = "/topic [ROOM] [TEXT]"
+    summary = "show a room's topic, or set it"
+    room: str | None = None
+    text: str | None = None
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        room, rest = _room_first(args)
+        return cls(room, rest or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Invite(Command):
+    verb = "invite"
+    usage = "/invite NAME [ROOM]"
+    summary = "let NAME into a room (a private one needs it)"
+    name: str = ""
+    room: str | None = None
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        words = args.split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and not is_room(words[1])):
+            raise cls.usage_error()
+        return cls(words[0], words[1] if len(words) == 2 else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Kick(Command):
+    verb = "kick"
+    usage = "/kick NAME [ROOM] [REASON]"
+    summary = "put someone out of a room (room operators)"
+    name: str = ""
+    room: str | None = None
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        name, _, rest = args.strip().partition(" ")
+        if not name:
+            raise cls.usage_error()
+        return cls(name, *_room_first(rest))
+
+
+@dataclass(frozen=True, slots=True)
+class Private(Command):
+    verb = "private"
+    usage = "/private [ROOM] on|off"
+    summary = "make a room invite-only, or open (room operators)"
+    room: str | None = None
+    on: bool = True
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        room, rest = _room_first(args)
+        return cls(room, _switch(rest, cls))
+
+
+@dataclass(frozen=True, slots=True)
+class Lock(Command):
+    verb = "lock"
+    usage = "/lock [ROOM] on|off"
+    summary = "let only room operators set the topic, or anyone"
+    room: str | None = None
+    on: bool = True
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        room, rest = _room_first(args)
+        return cls(room, _switch(rest, cls))
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Command):
+    verb = "op"
+    usage = "/op NAME [ROOM]"
+    summary = "make NAME an operator of a room (room operators)"
+    name: str = ""
+    room: str | None = None
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        words = args.split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and not is_room(words[1])):
+            raise cls.usage_error()
+        return cls(words[0], words[1] if len(words) == 2 else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Deop(Op):
+    verb = "deop"
+    usage = "/deop NAME [ROOM]"
+    summary = "NAME no longer runs a room (room operators)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +287,8 @@ class Me(Command):
 @dataclass(frozen=True, slots=True)
 class Msg(Command):
     verb = "msg"
-    usage = "/msg NAME TEXT"
-    summary = "a private message to NAME"
+    usage = "/msg NAME|ROOM TEXT"
+    summary = "a private message to NAME, or a line in ROOM without switching to it"
     to: str = ""
     text: str = ""
 
@@ -206,19 +389,20 @@ class Get(Command):
 @dataclass(frozen=True, slots=True)
 class Files(Command):
     verb = "files"
-    usage = "/files [N]"
-    summary = "recently shared files"
+    usage = "/files [ROOM] [N]"
+    summary = "files recently shared in a room (the current one if none is named)"
     states = _FILES
+    room: str | None = None
     count: int = 20
 
     @classmethod
     def parse(cls, args: str) -> Self:
-        args = args.strip()
-        if not args:
-            return cls()
-        if not _digits(args, 4):
+        room, rest = _room_first(args)
+        if not rest:
+            return cls(room)
+        if not _digits(rest, 4):
             raise cls.usage_error()
-        return cls(max(1, int(args)))
+        return cls(room, max(1, int(rest)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +472,8 @@ class Pong(Command):
 COMMANDS: dict[str, type[Command]] = {
     c.verb: c
     for c in (
-        Help, Who, Me, Msg, Nick, History, Send, Get, Files, Session, Proto, Quit, Attach, Pong,
+        Help, Who, Me, Msg, Nick, History, Join, Part, RoomList, Names, Topic, Invite, Kick,
+        Private, Lock, Op, Deop, Send, Get, Files, Session, Proto, Quit, Attach, Pong,
     )
 }
 

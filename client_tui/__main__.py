@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from client_tui.connection import parse_address
+from client_tui.paste import PASTE_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("CHAT_TUI_DOWNLOAD_DIR"),
                    help="where /get saves files (default: $CHAT_TUI_DOWNLOAD_DIR or the "
                         "current directory)")
+    p.add_argument("--no-bell", dest="bell", action="store_false", default=None,
+                   help="do not ring the terminal bell for mentions and private messages")
+    p.add_argument("--paste", choices=PASTE_MODES,
+                   help="a paste of several lines: ask (default), send as lines, or as a file")
+    p.add_argument("--log", metavar="DIR",
+                   help="keep a plain-text log of the conversation, one file per day, in DIR")
     return p
 
 
@@ -48,6 +55,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def options(args: argparse.Namespace, label: str) -> tuple[Any, str | None]:
+    """The session's ``Options`` from the settings file and ``args`` (which win),
+    and what is wrong with the settings file, if anything."""
+    from client_tui.chatlog import ChatLog
+    from client_tui.session import Options
+    from client_tui.settings import Settings, SettingsError, config_dir
+
+    problem = None
+    try:
+        settings = Settings.load()
+    except SettingsError as e:
+        settings, problem = Settings(config_dir() / "tui.toml", broken=True), str(e)
+    log_dir = args.log or settings.log
+    bell = args.bell if args.bell is not None else settings.bell
+    return Options(
+        bell=True if bell is None else bell,
+        paste=args.paste or settings.paste or "ask",
+        log=ChatLog(Path(log_dir).expanduser(), label) if log_dir else None,
+        settings=settings,
+    ), problem
+
+
 def build(reactor: Any, args: argparse.Namespace, input: Any = None,
           output: Any = None) -> tuple[Any, Any]:
     """The session and the Application for ``args`` (used by main and the tests)."""
@@ -57,13 +86,17 @@ def build(reactor: Any, args: argparse.Namespace, input: Any = None,
 
     tls = bool(args.tls or args.cafile)
     label = f"{args.host}:{args.port}" + (" (TLS)" if tls else "")
+    chosen, problem = options(args, label)
     session = ChatSession(
         reactor,
         lambda: make_endpoint(reactor, args.host, args.port, tls, args.cafile),
         label,
         name=args.name,
         download_dir=Path(args.download_dir) if args.download_dir else None,
+        options=chosen,
     )
+    if problem:
+        session.pane.error(f"Settings not used: {problem}")
     app = build_app(session, input=input, output=output)
     return session, app
 

@@ -1,13 +1,17 @@
 """What the user types, and the one list of commands the client offers.
 
 A line is a name (while the server asks for one), a chat line, or a command.
-The client runs some commands itself (``/send`` and ``/get`` move files on
-transfer connections; ``/help``, ``/cancel``, ``/clear``, ``/quit``): each is
-defined once, by the ``local`` decorator on its handler, with its usage and
-summary. Any other command goes to the server as typed. ``command_table()``
-merges the server's commands (``chat.wire.COMMANDS``, those allowed in
-``State.CHAT``) with the local ones, the client's usage winning where it runs
-a command itself; ``/help`` and Tab completion both read it.
+A line that cannot go out (the connection is down) stays in the input. The
+client runs some commands itself (``/send`` and ``/get`` move files on
+transfer connections; ``/history`` is tracked so its answer lands where it
+belongs; ``/ignore``, ``/people``, ``/help``, ``/cancel``, ``/clear``,
+``/quit``): each is defined once, by the ``local`` decorator on its handler,
+with its usage and summary. Any other command goes to the server as typed.
+``command_table()`` merges the server's commands (``chat.wire.COMMANDS``,
+those allowed in ``State.CHAT``) with the local ones, the client's usage
+winning where it runs a command itself; ``/help`` and Tab completion both
+read it. A paste of several lines waits here for the user's answer (send
+as lines, as ``paste.txt``, or not at all), unless ``--paste`` decided.
 """
 
 from __future__ import annotations
@@ -18,14 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from chat import wire
+from chat.units import plural
 from chat.wire import COMMANDS, ESCAPE_HELP, State, split_command
-from client_tui.transfer import Download, Upload
+from client_tui.paste import PASTE_NAME, Paste, paste_lines
+from client_tui.settings import SettingsError
+from client_tui.transfer import Download, PasteUpload, Upload
 
 if TYPE_CHECKING:
     from client_tui.session import ChatSession
 
 #: Shown by ``/help`` after the commands: keys are not commands, so Tab does not offer them.
-KEYS_HELP = ("PageUp/PageDown", "scroll the messages; Tab completes commands and names")
+KEYS_HELP = (
+    ("PageUp/PageDown", "scroll the messages a page; Ctrl-Up/Ctrl-Down a row"),
+    ("Ctrl-Home/Ctrl-End", "the oldest / the newest messages (Home/End on an empty line)"),
+    ("Tab", "complete commands, names, file ids and paths; F2: the list of people"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,28 +90,33 @@ def command_table() -> dict[str, tuple[str, str]]:
 
 
 class CommandLine:
-    """Interprets each line the user enters, for one ``ChatSession``."""
+    """Interprets each line the user enters (and each paste), for one ``ChatSession``."""
 
     def __init__(self, session: ChatSession) -> None:
         self.session = session
+        #: a paste of several lines waiting for the user's answer
+        self.paste: Paste | None = None
 
-    def submit(self, text: str) -> None:
+    def submit(self, text: str) -> bool:
+        """Act on an entered line; ``False`` when it could not go out and stays in the input."""
         session = self.session
         text = text.replace("\r", " ").replace("\n", " ")
         if not text.strip():
-            return
+            return True
         if session.state == "naming":
             if text.strip().lower().startswith("/quit"):
                 session.quit()
             else:
                 session.choose_name(text.strip())
-            return
+            return True
         if text.startswith("/") and not text.startswith("//"):
             verb, args = split_command(text)
             if verb in LOCAL:
                 LOCAL[verb].run(self, args.strip())
-                return
-        session.send(text)
+                return True
+        if session.pane.reading_back:
+            session.pane.end()  # what you say, you see
+        return session.say(text)
 
     def _words(self, verb: str, args: str) -> list[str] | None:
         """``args`` split as a shell would (quotes for spaces); ``None`` after an error line."""
@@ -109,12 +126,70 @@ class CommandLine:
             self.session.pane.error(f"/{verb}: {e}")
             return None
 
+    # --- pastes ---
+
+    def pasted(self, text: str) -> str | None:
+        """A bracketed paste: the text to type into the input (one line), or ``None``
+        when it is several lines, now sent or waiting for the user's answer."""
+        lines = paste_lines(text)
+        while len(lines) > 1 and not lines[-1].strip():
+            lines.pop()  # a copied line usually ends with its newline
+        if len(lines) <= 1 or self.session.state == "naming":
+            return lines[0] if lines else ""
+        paste = Paste("\n".join(lines))
+        if not paste.lines:
+            return ""
+        mode = self.session.options.paste
+        if mode == "ask":
+            self.paste = paste
+            self.session.changed()
+        else:
+            self.answer(mode if mode == "file" or paste.fits_lines else "file", paste)
+        return None
+
+    def answer(self, choice: str, paste: Paste | None = None) -> None:
+        """Send the waiting paste as ``lines`` or as a ``file``, ``default`` or ``cancel`` it."""
+        paste = paste or self.paste
+        self.paste = None
+        session = self.session
+        if paste is None or choice == "cancel":
+            session.changed()
+            return
+        if choice == "default":
+            choice = paste.default
+        if choice == "lines" and paste.fits_lines:
+            if session.pane.reading_back:
+                session.pane.end()
+            for line in paste.lines:
+                session.outbox.send(line)
+        elif session.session_key is None:
+            session.pane.error("Not connected: cannot send the paste as a file.")
+        else:
+            session.transfers.add(PasteUpload(paste.as_file, PASTE_NAME, session.reactor))
+        session.changed()
+
+    # --- the client's own commands ---
+
     @local("/help", "this list")
     def help(self, args: str) -> None:
         pane = self.session.pane
         pane.info("Commands:")
-        for usage, summary in (*command_table().values(), ESCAPE_HELP, KEYS_HELP):
+        for usage, summary in (*command_table().values(), ESCAPE_HELP, *KEYS_HELP):
             pane.info(f"  {usage:<24} {summary}")
+
+    @local("/history [N | after ID]",
+           "the last N messages, or those after message ID, merged where they belong")
+    def history(self, args: str) -> None:
+        session = self.session
+        try:
+            wire.History.parse(args)
+        except wire.CommandError:
+            session.pane.error(f"Usage: {LOCAL['history'].usage}")
+            return
+        if session.state != "online":
+            session.pane.error("Not connected: no history to fetch.")
+            return
+        session.history.ask(args)
 
     @local("/send PATH [PATH...]", "upload files, one after another, on a transfer connection")
     def send(self, args: str) -> None:
@@ -149,10 +224,55 @@ class CommandLine:
         dest = Path(words[1]).expanduser() if len(words) == 2 else session.download_dir
         session.transfers.add(Download(words[0], dest, force))
 
-    @local("/cancel", "abort the running transfer")
+    @local("/cancel", "abort the running transfer, and the lines of a paste not yet sent")
     def cancel(self, args: str) -> None:
-        if not self.session.transfers.cancel():
-            self.session.pane.error("No transfer is running.")
+        session = self.session
+        dropped = session.outbox.drop()
+        if dropped:
+            session.pane.info(f"Not sending the {plural(dropped, 'line')} still waiting.")
+        if not session.transfers.cancel() and not dropped:
+            session.pane.error("No transfer is running and no lines are waiting.")
+
+    @local("/ignore [NAME]", "hide NAME's lines on this client (no NAME: list who is ignored)")
+    def ignore(self, args: str) -> None:
+        settings = self.session.settings
+        pane = self.session.pane
+        name = args.split()[0] if args.split() else ""
+        if not name:
+            ignored = ", ".join(sorted(settings.ignore, key=str.lower)) or "nobody"
+            pane.info(f"Ignoring: {ignored}.")
+            return
+        if settings.is_ignored(name):
+            pane.info(f"Already ignoring {name}.")
+            return
+        settings.ignore.append(name)
+        self._save(f"Ignoring {name}: their lines are hidden from now on (/unignore {name}).")
+
+    @local("/unignore NAME", "show NAME's lines again")
+    def unignore(self, args: str) -> None:
+        settings = self.session.settings
+        name = args.split()[0] if args.split() else ""
+        if not name:
+            self.session.pane.error(f"Usage: {LOCAL['unignore'].usage}")
+            return
+        if not settings.is_ignored(name):
+            self.session.pane.info(f"{name} is not ignored.")
+            return
+        settings.ignore = [n for n in settings.ignore if n.lower() != name.lower()]
+        self._save(f"No longer ignoring {name}.")
+
+    def _save(self, done: str) -> None:
+        try:
+            self.session.settings.save()
+        except (OSError, SettingsError) as e:
+            self.session.pane.error(f"{done} (Not saved: {e})")
+            return
+        where = self.session.settings.path
+        self.session.pane.info(done + (f" Saved in {where}." if where else ""))
+
+    @local("/people", "show or hide the list of people (also F2)")
+    def people(self, args: str) -> None:
+        self.session.toggle_people()
 
     @local("/clear", "clear the message pane")
     def clear(self, args: str) -> None:

@@ -14,34 +14,22 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import zlib
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 
 from chat import events as ev
 from chat.units import human_size
-
-Fragments = list[tuple[str, str]]
+from client_tui.attention import is_highlight
+from client_tui.wrap import Fragments, cells, rule, wrap
 
 #: The events that make a line in the pane (those with an ``id`` and a ``ts``).
 ChatEvent = ev.ChatEvent
 
-#: Foreground colours for nicks: distinct on dark and light backgrounds, and
-#: none of them the dim grey used for notices or the red used for errors.
-NICK_COLOURS: tuple[str, ...] = (
-    "ansicyan",
-    "ansigreen",
-    "ansiyellow",
-    "ansiblue",
-    "ansimagenta",
-    "ansibrightcyan",
-    "ansibrightgreen",
-    "ansibrightyellow",
-    "ansibrightblue",
-    "ansibrightmagenta",
-    "#d78700",
-    "#5fafaf",
-)
+#: Nick colour slots: a name hashes to one, and the screen's palette gives each
+#: slot a colour (``style.py``: 20 colours on 256-colour terminals, 8 on others).
+NICK_SLOTS = 20
 
 # C0 controls (TAB included: it would break column arithmetic), DEL, C1
 # controls, and the Unicode line/paragraph separators and bidi overrides that
@@ -58,17 +46,40 @@ def screen_text(text: object) -> str:
     return _CONTROL.sub("\ufffd", str(text))
 
 
-def nick_colour(name: str) -> str:
-    """A colour for ``name`` that is the same in every run and on every machine.
+def nick_slot(name: str) -> int:
+    """The colour slot of ``name``: the same in every run and on every machine.
 
     CRC-32 rather than ``hash()``: Python salts string hashes per process.
     Case-folded, because names are unique without regard to case.
     """
-    return NICK_COLOURS[zlib.crc32(name.lower().encode("utf-8")) % len(NICK_COLOURS)]
+    return zlib.crc32(name.lower().encode("utf-8")) % NICK_SLOTS
 
 
-def nick_style(name: str) -> str:
-    return f"bold fg:{nick_colour(name)}"
+def nick_style(name: str, me: str | None = None) -> str:
+    """``class:nick.N`` for others; your own name has a style no one else gets."""
+    return "class:nick.self" if _is_me(name, me) else f"class:nick.{nick_slot(name)}"
+
+
+def local_day(ts: float) -> date | None:
+    """The local calendar day of the POSIX time ``ts`` (``None`` if it has none)."""
+    try:
+        return datetime.fromtimestamp(ts).date()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def day_label(day: date) -> str:
+    """``Tuesday 24 November 2026``: the words of a day-change line."""
+    return f"{day:%A} {day.day} {day:%B %Y}"
+
+
+def short_date(ts: float) -> str:
+    """``Tue 24 Nov 2026 16:37`` for a history separator."""
+    try:
+        when = datetime.fromtimestamp(ts)
+    except (OverflowError, OSError, ValueError):
+        return "an unknown date"
+    return f"{when:%a} {when.day} {when:%b %Y %H:%M}"
 
 
 def local_time(ts: float | None) -> str:
@@ -114,21 +125,55 @@ def progress_text(done: int, total: int, elapsed: float, width: int = 12) -> str
     )
 
 
-@dataclass
+#: Kinds of line that count as something said (for the "new below" count and the log).
+SPOKEN = frozenset({"message", "action", "private", "file", "notice"})
+
+# A web address as people paste them; trailing punctuation belongs to the sentence.
+_URL = re.compile(r"\bhttps?://[^\s<>\"]+", re.IGNORECASE)
+_URL_TAIL = ".,;:!?'\")]}"
+
+
+@dataclass(eq=False)
 class Line:
-    """One line of the message pane; ``id`` is the server's event id if any."""
+    """One line of the conversation; compared by identity (the pane finds it by ``is``).
+
+    ``id`` is the server's event id (``None`` for the client's own lines),
+    ``ts`` a POSIX time (the server's for events), ``indent`` the cells
+    before the text, where its wrapped rows start. ``own`` marks what you
+    said; ``sender`` is who said it (for ``/ignore``).
+    """
 
     fragments: Fragments
     id: int | None = None
-    kind: str = "info"
+    kind: str = "local"
+    ts: float = field(default_factory=time.time)
+    indent: int = 0
+    highlight: bool = False
+    own: bool = False
+    sender: str | None = None
+    _rows: dict[int, list[Fragments]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def text(self) -> str:
         return "".join(t for _, t in self.fragments)
 
+    @property
+    def said(self) -> bool:
+        """Something someone else said (not a join, a rename or the client's own words)."""
+        return self.id is not None and self.kind in SPOKEN and not self.own
 
-def _stamp(event: ChatEvent) -> tuple[str, str]:
-    return ("class:time", local_time(event.ts) + " ")
+    def rows(self, width: int) -> list[Fragments]:
+        """The screen rows of this line at ``width`` (wrapped once per width, then kept)."""
+        rows = self._rows.get(width)
+        if rows is None:
+            if self.kind == "separator":
+                rows = [rule(self.text, width, self.fragments[0][0])]
+            else:
+                rows = wrap(self.fragments, width, self.indent)
+            if len(self._rows) > 4:  # a few widths (resizing); not every one ever seen
+                self._rows.clear()
+            self._rows[width] = rows
+        return rows
 
 
 def _is_me(name: str, me: str | None) -> bool:
@@ -136,10 +181,32 @@ def _is_me(name: str, me: str | None) -> bool:
 
 
 def _nick(name: str, me: str | None) -> tuple[str, str]:
-    style = nick_style(name)
-    if _is_me(name, me):
-        style += " class:own-nick"
-    return (style, screen_text(name))
+    return (nick_style(name, me), screen_text(name))
+
+
+def _body(text: str, style: str) -> Fragments:
+    """Message text as fragments, web addresses underlined apart."""
+    text = screen_text(text)
+    out: Fragments = []
+    at = 0
+    for m in _URL.finditer(text):
+        url = m.group().rstrip(_URL_TAIL)
+        if url.count("(") > url.count(")") and m.group()[len(url):].startswith(")"):
+            url += ")"  # a wiki-style address that ends in a bracket of its own
+        if m.start() > at:
+            out.append((style, text[at:m.start()]))
+        out.append((style + " class:url", url))
+        at = m.start() + len(url)
+    if at < len(text) or not out:
+        out.append((style, text[at:]))
+    return out
+
+
+def _line(event: ChatEvent, prefix: Fragments, body: Fragments, kind: str, **kw: object) -> Line:
+    """A line for ``event``: its time, ``prefix`` (wrapped rows indent past it), ``body``."""
+    head = [("class:time", local_time(event.ts) + " "), *prefix]
+    indent = cells("".join(t for _, t in head))
+    return Line(head + body, event.id, kind, event.ts, indent, **kw)  # type: ignore[arg-type]
 
 
 @functools.singledispatch
@@ -151,83 +218,71 @@ def event_line(event: ev.Event, me: str | None) -> Line | None:
 @event_line.register
 def _message(event: ev.Message, me: str | None) -> Line:
     own = _is_me(event.sender, me)
-    frags: Fragments = [
-        _stamp(event),
-        ("class:bracket", "<"),
-        _nick(event.sender, me),
-        ("class:bracket", "> "),
-        ("class:own" if own else "class:text", screen_text(event.text)),
-    ]
-    return Line(frags, event.id, "own" if own else "message")
+    hl = is_highlight(event, me)
+    style = "class:own" if own else "class:text class:highlight" if hl else "class:text"
+    prefix = [("class:bracket", "<"), _nick(event.sender, me), ("class:bracket", "> ")]
+    return _line(event, prefix, _body(event.text, style), "message", highlight=hl, own=own,
+                 sender=event.sender)
 
 
 @event_line.register
 def _action(event: ev.Action, me: str | None) -> Line:
-    return Line(
-        [_stamp(event), ("class:action", " * "), _nick(event.sender, me),
-         ("class:action", " " + screen_text(event.text))],
-        event.id, "action",
-    )
+    hl = is_highlight(event, me)
+    style = "class:action class:highlight" if hl else "class:action"
+    prefix = [("class:action", " * "), _nick(event.sender, me), ("class:action", " ")]
+    return _line(event, prefix, _body(event.text, style), "action", highlight=hl,
+                 own=_is_me(event.sender, me), sender=event.sender)
 
 
 @event_line.register
 def _private(event: ev.Private, me: str | None) -> Line:
-    if _is_me(event.sender, me):
-        head, other = "-> *", event.recipient
-    else:
-        head, other = "*", event.sender
-    return Line(
-        [_stamp(event), ("class:private", head), _nick(other, None),
-         ("class:private", "* " + screen_text(event.text))],
-        event.id, "private",
-    )
+    own = _is_me(event.sender, me)
+    head, other = ("-> *", event.recipient) if own else ("*", event.sender)
+    hl = is_highlight(event, me)
+    style = "class:private class:highlight" if hl else "class:private"
+    prefix = [("class:private", head), _nick(other, me), ("class:private", "* ")]
+    return _line(event, prefix, _body(event.text, style), "private", highlight=hl, own=own,
+                 sender=event.sender)
 
 
 @event_line.register
 def _join(event: ev.Join, me: str | None) -> Line:
-    return _notice(event, "--> ", event.name, " has joined", "join")
+    return _notice(event, "--> ", event.name, " has joined", "join", me)
 
 
 @event_line.register
 def _leave(event: ev.Leave, me: str | None) -> Line:
     tail = f" has left ({screen_text(event.reason)})" if event.reason else " has left"
-    return _notice(event, "<-- ", event.name, tail, "leave")
+    return _notice(event, "<-- ", event.name, tail, "leave", me)
 
 
 @event_line.register
 def _nick_change(event: ev.Nick, me: str | None) -> Line:
-    return Line(
-        [_stamp(event), ("class:notice", "-- "), _nick(event.old, None),
-         ("class:notice", " is now known as "), _nick(event.new, None)],
-        event.id, "nick",
-    )
+    body = [_nick(event.old, me), ("class:notice", " is now known as "), _nick(event.new, me)]
+    return _line(event, [("class:notice", "-- ")], body, "nick")
 
 
 @event_line.register
 def _server_notice(event: ev.Notice, me: str | None) -> Line:
-    return Line(
-        [_stamp(event), ("class:notice", "-- Server notice: " + screen_text(event.text))],
-        event.id, "notice",
-    )
+    return _line(event, [("class:notice", "-- Server notice: ")],
+                 _body(event.text, "class:notice"), "notice")
 
 
 @event_line.register
 def _file(event: ev.FileShared, me: str | None) -> Line:
-    return Line(
-        [_stamp(event), ("class:file", "-- "), _nick(event.sender, me),
-         ("class:file", " shared "), ("class:file-name", screen_text(event.name)),
-         ("class:file", f" ({human_size(event.size)}) id "),
-         ("class:file-id", screen_text(event.file_id))],
-        event.id, "file",
-    )
+    # The id as the command that fetches it: Tab completes it after /get.
+    body = [_nick(event.sender, me), ("class:file", " shared "),
+            ("class:file-name", screen_text(event.name)),
+            ("class:file", f" ({human_size(event.size)}): "),
+            ("class:file-id", "/get " + screen_text(event.file_id))]
+    return _line(event, [("class:file", "-- ")], body, "file", own=_is_me(event.sender, me),
+                 sender=event.sender)
 
 
-def _notice(event: ev.Join | ev.Leave, arrow: str, name: str, tail: str, kind: str) -> Line:
-    return Line(
-        [_stamp(event), ("class:notice", arrow),
-         (f"class:notice fg:{nick_colour(name)}", screen_text(name)), ("class:notice", tail)],
-        event.id, kind,
-    )
+def _notice(event: ev.Join | ev.Leave, arrow: str, name: str, tail: str, kind: str,
+            me: str | None) -> Line:
+    body = [(f"class:notice {nick_style(name, me)}", screen_text(name)), ("class:notice", tail)]
+    return _line(event, [("class:notice", arrow)], body, kind)
 
 
 def info_line(text: str, style: str = "class:info") -> Line:
@@ -235,10 +290,14 @@ def info_line(text: str, style: str = "class:info") -> Line:
 
     ``text`` may hold server or user words: it is made safe here.
     """
-    return Line(
-        [("class:time", local_time(None) + " "), (style, screen_text(text))], None, "local"
-    )
+    stamp = local_time(None) + " "
+    return Line([("class:time", stamp), (style, screen_text(text))], indent=cells(stamp))
 
 
 def error_line(text: str) -> Line:
     return info_line("!! " + text, "class:error")
+
+
+def separator_line(text: str, ts: float, style: str = "class:separator.history") -> Line:
+    """A rule across the pane (``── history: … ──``), dated ``ts`` for day changes."""
+    return Line([(style, screen_text(text))], kind="separator", ts=ts)

@@ -1,41 +1,66 @@
-"""The message pane's state: its lines, kept up to a scrollback limit, and where the view is.
+"""One conversation as the user reads it: its lines, its view, and what is unread.
 
-``Pane`` holds the lines the screen shows and an anchor for reading back:
-while the anchor is set, new lines are counted as unread and do not move the
-view; scrolling to the end clears it. The screen (``app.py``) draws
-``visible_lines()``; ``ChatSession`` adds lines.
+A ``Pane`` joins a ``Scrollback`` (the lines, in server order) and a
+``View`` (which rows are on screen) and keeps the count of lines said while
+the user was not looking — reading back, or (where the terminal reports
+focus) away from the terminal — and of the highlights among them. Coming
+back to the end puts the read marker above the first of them. The session
+adds lines; the screen (``app.py``) draws ``screen()`` and sends the
+scrolling keys here. Chat rooms will be one ``Pane`` each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from client_tui.format import Line, error_line, info_line
-
-#: Pane lines kept; older ones are dropped (the server keeps the history).
-SCROLLBACK = 5000
+from client_tui.scrollback import SCROLLBACK, Scrollback
+from client_tui.view import View
+from client_tui.wrap import Fragments
 
 
 class Pane:
-    """Lines and scroll position; ``changed`` is called after every change."""
+    """A conversation's lines, view and unread counts; ``changed`` is called after each change."""
 
-    def __init__(self, changed: Callable[[], None]) -> None:
+    def __init__(self, changed: Callable[[], None], limit: int = SCROLLBACK) -> None:
         self.changed = changed
-        self.lines: list[Line] = []
-        #: index of the last visible line while reading back; None = follow the end
-        self.anchor: int | None = None
+        self.scrollback = Scrollback(limit)
+        self.view = View(self.scrollback)
+        #: lines said (by others) while the user was not looking
         self.unread = 0
+        #: highlights among them
+        self.unread_highlights = 0
+        self._first_unread: Line | None = None
+        #: the terminal reported that it lost focus
+        self.away = False
 
-    def add(self, line: Line) -> None:
-        self.lines.append(line)
-        if self.anchor is not None:
+    @property
+    def lines(self) -> list[Line]:
+        return self.scrollback.lines
+
+    @property
+    def reading_back(self) -> bool:
+        return not self.view.following
+
+    @property
+    def looking(self) -> bool:
+        """Whether a line added at the end now is in front of the user."""
+        return self.view.following and not self.away
+
+    # --- adding ---
+
+    def add(self, line: Line) -> bool:
+        """Place ``line``; ``False`` if it was here already (same event id)."""
+        looking = self.looking
+        if not self.scrollback.add(line):
+            return False
+        if line.said and not looking:
             self.unread += 1
-        overflow = len(self.lines) - SCROLLBACK
-        if overflow > 0:
-            del self.lines[:overflow]
-            if self.anchor is not None:
-                self.anchor = max(0, self.anchor - overflow)
+            self.unread_highlights += line.highlight
+            if self._first_unread is None:
+                self._first_unread = line
         self.changed()
+        return True
 
     def info(self, text: str) -> None:
         self.add(info_line(text))
@@ -43,23 +68,68 @@ class Pane:
     def error(self, text: str) -> None:
         self.add(error_line(text))
 
-    def scroll(self, lines: int) -> None:
-        """Move the view by ``lines`` (negative: back in history)."""
-        if not self.lines:
-            return
-        last = len(self.lines) - 1
-        anchor = (last if self.anchor is None else self.anchor) + lines
-        if anchor >= last:
-            self.anchor = None
-            self.unread = 0
-        else:
-            self.anchor = max(0, anchor)
-        self.changed()
+    def merge(
+        self, lines: Sequence[Line], header: Callable[[list[Line]], Line] | None = None
+    ) -> list[Line]:
+        """Place the lines not already here by id (under ``header``); what was placed."""
+        placed = self.scrollback.merge(lines, header)
+        if placed:
+            self.changed()
+        return placed
 
     def clear(self) -> None:
-        self.lines.clear()
-        self.anchor, self.unread = None, 0
+        self.scrollback.clear()
+        self.view.anchor = self.view.marker = self._first_unread = None
+        self.unread = self.unread_highlights = 0
         self.changed()
 
-    def visible_lines(self) -> list[Line]:
-        return self.lines if self.anchor is None else self.lines[: self.anchor + 1]
+    # --- the user's eyes ---
+
+    def _moved(self) -> None:
+        if self.looking:
+            self._caught_up()
+        self.changed()
+
+    def _caught_up(self) -> None:
+        """Back at the end: mark where the unread lines begin, and count them read."""
+        first, self._first_unread = self._first_unread, None
+        if first is not None and self.scrollback.index(first) is not None:
+            self.view.marker = first
+        self.unread = self.unread_highlights = 0
+
+    def set_away(self, away: bool) -> None:
+        """The terminal lost (``True``) or regained focus."""
+        self.away = away
+        self._moved()
+
+    def page_up(self) -> None:
+        self.view.up(self.view.page)
+        self._moved()
+
+    def page_down(self) -> None:
+        self.view.down(self.view.page)
+        self._moved()
+
+    def row_up(self) -> None:
+        self.view.up(1)
+        self._moved()
+
+    def row_down(self) -> None:
+        self.view.down(1)
+        self._moved()
+
+    def home(self) -> None:
+        self.view.home()
+        self._moved()
+
+    def end(self) -> None:
+        self.view.end()
+        self._moved()
+
+    def show(self, line: Line) -> None:
+        """Bring ``line`` to the top of the pane (a history block the user asked for)."""
+        self.view.show(line)
+        self._moved()
+
+    def screen(self, width: int, height: int) -> list[Fragments]:
+        return self.view.screen(width, height)

@@ -1,20 +1,22 @@
 """The client's state and behaviour, without a screen: ``ChatSession``.
 
-It owns the chat connection (connect, register, reconnect with back-off),
-turns the server's typed events (``chat.events``) into pane lines
-(deduplicated by event id, so a replayed history after a reconnect adds only
-what was missed), keeps the participant list and the transfer queue, and
-answers pings. Events are dispatched on their class; one this client has no
-use for is ignored. The pane's lines and scroll position are a ``Pane``, and
-what the user types is read by a ``CommandLine``. The prompt_toolkit layer
-(``app.py``) only draws this state and feeds it keystrokes, which is what
-lets tests assert on it directly.
+It owns the chat connection (connect, register, reconnect with back-off)
+and what hangs off it: the conversation (a ``Pane``), the participants, the
+paced ``Outbox`` every line goes through, the ``HistoryFlow`` that tells
+``history`` replies apart and fetches what an outage missed, and the
+transfer queue. Events from the server are handled by a ``Receiver``; what
+the user types is read by a ``CommandLine``. An outage is one line in the
+pane ("lost the connection; retrying…"), a countdown in the status bar, and
+one line when the client is back. The prompt_toolkit layer (``app.py``)
+only draws this state and feeds it keystrokes, which is what lets tests
+assert on it directly.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +26,37 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from chat import events as ev
-from chat.units import human_duration, human_size
+from chat.units import human_duration, plural
+from client_tui.attention import Attention
+from client_tui.chatlog import ChatLog
 from client_tui.commands import CommandLine
 from client_tui.connection import Backoff, ChatConnection
-from client_tui.format import ChatEvent, event_line
+from client_tui.format import Line
+from client_tui.history import HistoryFlow
+from client_tui.outbox import Outbox
 from client_tui.pane import Pane
+from client_tui.receive import Receiver
+from client_tui.settings import Settings
 from client_tui.transfer import TransferQueue
 
 #: How long a clean /quit may wait for the server's goodbye before closing.
 QUIT_DEADLINE = 3.0
+
+
+@dataclass
+class Options:
+    """What the user chose beyond the server: the bell, pastes, the log, the settings file."""
+
+    bell: bool = True
+    #: what a paste of several lines does: ``ask``, ``lines`` or ``file``
+    paste: str = "ask"
+    log: ChatLog | None = None
+    #: ``Settings(None)`` keeps the ignore list in memory only
+    settings: Settings = field(default_factory=lambda: Settings(None))
+
+
+def lag_text(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
 
 
 class ChatSession:
@@ -46,6 +70,7 @@ class ChatSession:
         name: str | None = None,
         download_dir: Path | None = None,
         backoff: Backoff | None = None,
+        options: Options | None = None,
     ) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
@@ -53,15 +78,24 @@ class ChatSession:
         self.name = name  # the name to (re-)register with
         self.download_dir = download_dir or Path.cwd()
         self.backoff = backoff or Backoff()
-        self.changed: Callable[[], None] = lambda: None
+        self.options = options or Options()
+        self.settings = self.options.settings
+        self.on_change: Callable[[], None] = lambda: None
         #: what is typed but not yet sent (set by the app; for tests and status)
         self.input_text: Callable[[], str] = lambda: ""
 
-        self.pane = Pane(self._changed)
+        self.pane = Pane(self.changed)
+        self.attention = Attention(self.options.bell)
+        self.outbox = Outbox(reactor, self.changed)
+        self.receiver = Receiver(self)
+        self.history = HistoryFlow(reactor, self._send_tracked, self.receiver.merge)
         self.commands = CommandLine(self)
-        self.seen_ids: set[int] = set()
         self.file_ids: list[str] = []
         self.participants: list[str] = []
+        #: whether the list of people is shown: ``None`` leaves it to the width
+        self.show_people: bool | None = None
+        #: whether it is on screen now (the app keeps this current)
+        self.people_visible = True
         self.me: str | None = None
         self.session_key: str | None = None
         #: connecting, registering, naming (waiting for the user), online,
@@ -71,17 +105,25 @@ class ChatSession:
         self.retry: IDelayedCall | None = None
         self.retry_at = 0.0
         self.quit_timer: IDelayedCall | None = None
+        #: when the last outage began (``None``: never online, or back)
+        self.outage_since: float | None = None
         self.was_online = False
+        #: why the connection is down, for the status bar
+        self.last_error = ""
+        #: the server's reason in its goodbye, if it said one
+        self.goodbye: str | None = None
+        self.outage_reported = False
+        self.offline_noted = False
         #: whether a malformed event was reported (once; later ones pass quietly)
         self.reported_bad_event = False
         #: fires once the client has left (after /quit, Ctrl-C or Ctrl-D)
         self.done: defer.Deferred[None] = defer.Deferred()
         self.transfers = TransferQueue(
-            endpoint, lambda: self.session_key, self._transfer_report, self._changed
+            endpoint, lambda: self.session_key, self._transfer_report, self.changed
         )
 
-    def _changed(self) -> None:
-        self.changed()
+    def changed(self) -> None:
+        self.on_change()
 
     # --- connection ---
 
@@ -94,7 +136,7 @@ class ChatSession:
         if self.state in ("quitting", "closed"):
             return
         self.state = "connecting"
-        self._changed()
+        self.changed()
         d = defer.maybeDeferred(
             lambda: self.endpoint().connect(Factory.forProtocol(lambda: ChatConnection(self)))
         )
@@ -105,14 +147,18 @@ class ChatSession:
             self._finish()
             return
         self.state = "disconnected"
-        self.pane.error(f"Cannot connect to {self.server_label}: {failure.getErrorMessage()}")
-        self._schedule_retry()
+        self._outage(failure.getErrorMessage(), "Cannot connect to")
 
-    def _schedule_retry(self) -> None:
+    def _outage(self, why: str, verb: str) -> None:
+        """Say once per outage that the connection is down, then retry (quietly)."""
+        self.last_error = why.rstrip(".")
+        if not self.outage_reported:
+            self.outage_reported = True
+            self.pane.error(f"{verb} {self.server_label} ({self.last_error}); retrying\u2026")
         delay = self.backoff.next()
         self.retry_at = self.reactor.seconds() + delay
         self.retry = self.reactor.callLater(delay, self._connect)
-        self._changed()
+        self.changed()
 
     def retry_in(self) -> float:
         return max(0.0, self.retry_at - self.reactor.seconds()) if self.retry else 0.0
@@ -120,28 +166,27 @@ class ChatSession:
     def connected(self, proto: ChatConnection) -> None:
         self.proto = proto
         self.state = "registering"
-        self._changed()
+        self.goodbye = None
+        self.changed()
 
     def lost(self, proto: ChatConnection, reason: Failure) -> None:
         if proto is not self.proto:
             return
         self.proto = None
         self.session_key = None
+        self.outbox.close()
+        self.history.lost()
         self.transfers.abort_all("the chat connection was lost")
         if self.state in ("quitting", "closed"):
             self._finish()
             return
+        if self.state == "online":
+            self.outage_since = self.reactor.seconds()
+            self.outage_reported = False  # a new outage
         self.state = "disconnected"
         self.me = None
-        self.pane.error(f"Disconnected from {self.server_label}: {reason.getErrorMessage()}")
-        self._schedule_retry()
-
-    def send(self, text: str) -> bool:
-        if self.proto is None or self.state != "online":
-            self.pane.error("Not connected: nothing was sent.")
-            return False
-        self.proto.send_line(text)
-        return True
+        why = f"the server said: {self.goodbye}" if self.goodbye else reason.getErrorMessage()
+        self._outage(why, "Lost the connection to")
 
     def choose_name(self, name: str) -> None:
         """The name the user typed when the server asked for one."""
@@ -149,59 +194,11 @@ class ChatSession:
         if self.proto is not None:
             self.state = "registering"
             self.proto.send_line(name)
-        self._changed()
+        self.changed()
 
-    # --- events from the server ---
-
-    def event(self, proto: ChatConnection, event: ev.Event) -> None:
-        if proto is self.proto:
-            self.handle(event)
-
-    def bad_event(self, proto: ChatConnection, problem: str) -> None:
-        """A malformed event is skipped; the first one is mentioned, in case it matters."""
-        if proto is self.proto and not self.reported_bad_event:
-            self.reported_bad_event = True
-            self.pane.error(f"Ignored an event from the server that this client cannot read "
-                            f"({problem}); later ones are ignored quietly.")
-
-    @functools.singledispatchmethod
-    def handle(self, event: ev.Event) -> None:
-        """One event from the server. Those with no handler (proto, uploaded...) need none."""
-
-    @handle.register
-    def _chat(self, event: ChatEvent) -> None:
-        if event.id in self.seen_ids:
-            return  # already on screen: a replay after reconnecting
-        self.seen_ids.add(event.id)
-        match event:
-            case ev.Join(name=name) if name.lower() not in (n.lower() for n in self.participants):
-                self.participants.append(name)
-            case ev.Leave(name=name):
-                self.participants = [n for n in self.participants if n.lower() != name.lower()]
-            case ev.Nick(old=old, new=new):
-                self.participants = [new if n.lower() == old.lower() else n
-                                     for n in self.participants]
-                if self.me and old.lower() == self.me.lower():
-                    self.me = self.name = new
-            case ev.FileShared(file_id=file_id):
-                self._remember_file(file_id)
-        line = event_line(event, self.me)
-        if line is not None:  # always, for a chat event
-            self.pane.add(line)
-
-    def _remember_file(self, file_id: str) -> None:
-        """Keep ``file_id`` for Tab completion after ``/get``."""
-        if file_id and file_id not in self.file_ids:
-            self.file_ids.append(file_id)
-
-    @handle.register
-    def _info(self, event: ev.Info) -> None:
-        self.pane.info(event.text)
-
-    @handle.register
-    def _prompt(self, event: ev.Prompt) -> None:
-        if event.reason:
-            self.pane.error(f"Name refused: {event.reason}")
+    def asked_for_name(self, reason: str | None) -> None:
+        if reason:
+            self.pane.error(f"Name refused: {reason}")
             self.name = None
         if self.name and self.proto is not None:
             self.proto.send_line(self.name)
@@ -209,65 +206,78 @@ class ChatSession:
         else:
             self.state = "naming"
             self.pane.info("Choose a username (type it below and press Enter):")
-        self._changed()
+        self.changed()
 
-    @handle.register
-    def _welcome(self, event: ev.Welcome) -> None:
-        self.me = self.name = event.name
-        self.session_key = event.session
+    def registered(self, name: str, key: str) -> None:
+        self.me = self.name = name
+        self.session_key = key
         self.state = "online"
         self.backoff.reset()
-        self.pane.info(f"Connected to {self.server_label} as {self.me}.")
-        if self.was_online and self.proto is not None:
-            # The automatic replay after welcome is short; ask for more so a
-            # long outage is filled in. Lines already shown are skipped by id.
-            self.proto.send_line("/history 500")
+        if self.outage_since is not None:
+            away = human_duration(self.reactor.seconds() - self.outage_since)
+            self.pane.info(f"Back online: reconnected to {self.server_label} as {name} "
+                           f"(away {away}).")
+        else:
+            self.pane.info(f"Connected to {self.server_label} as {name}.")
+        self.outage_since, self.outage_reported, self.offline_noted = None, False, False
+        assert self.proto is not None
+        self.outbox.open(self.proto.send_line)
+        self.history.welcome(reconnect=self.was_online)
         self.was_online = True
 
-    @handle.register
-    def _participants(self, event: ev.Participants) -> None:
-        self.participants = list(event.names)
-        self._changed()
+    # --- what goes out ---
 
-    @handle.register
-    def _history(self, event: ev.History) -> None:
-        for message in event.messages:
-            if isinstance(message, ev.CHAT_EVENTS):  # a history holds nothing else
-                self.handle(message)
+    def say(self, text: str) -> bool:
+        """A line the user entered, for the server; ``False`` (kept in the input) if offline."""
+        if self.state != "online":
+            if not self.offline_noted:
+                self.offline_noted = True
+                self.pane.error("Not connected: what you typed stays in the input; "
+                                "press Enter again once back online.")
+            return False
+        self.outbox.send(text)
+        return True
 
-    @handle.register
-    def _who(self, event: ev.Who) -> None:
-        here = [f"{u.name} (idle {human_duration(u.idle)})" for u in event.users]
-        self.pane.info(f"Here ({len(here)}): " + ", ".join(here))
+    def send_own(self, text: str) -> None:
+        """A line of the client's own (a ping's answer): dropped if the connection goes."""
+        self.outbox.send(text, kept=False)
 
-    @handle.register
-    def _session(self, event: ev.Session) -> None:
-        self.pane.info(f"Your session key: {event.session}")
+    def _send_tracked(self, text: str, sent: Callable[[], None]) -> None:
+        self.outbox.send(text, kept=False, sent=sent)
 
-    @handle.register
-    def _files(self, event: ev.Files) -> None:
-        if not event.files:
-            self.pane.info("No files shared yet.")
-        for f in event.files:
-            self._remember_file(f.file_id)
-            self.pane.info(f"  {f.file_id}  {f.name}  ({human_size(f.size)}, from {f.uploader})")
+    def toggle_people(self) -> None:
+        """Show the list of people if it is hidden (even on a narrow screen), else hide it."""
+        self.show_people = not self.people_visible
+        self.changed()
 
-    @handle.register
-    def _error(self, event: ev.Error) -> None:
-        if self.state != "online" and event.code in ("invalid_name", "name_taken"):
-            return  # the prompt that follows carries the same reason
-        self.pane.error(event.text or event.code)
+    def remember_file(self, file_id: str) -> None:
+        """Keep ``file_id`` for Tab completion after ``/get``."""
+        if file_id and file_id not in self.file_ids:
+            self.file_ids.append(file_id)
 
-    @handle.register
-    def _bye(self, event: ev.Bye) -> None:
-        if self.state != "quitting":
-            self.pane.error(f"The server said goodbye: {event.reason}")
+    def log(self, line: Line) -> None:
+        """Write ``line`` to the local log, if there is one (a failing log is turned off)."""
+        chatlog = self.options.log
+        if chatlog is None:
+            return
+        try:
+            chatlog.write(line)
+        except OSError as e:
+            self.options.log = None
+            self.pane.error(f"The local log stopped: {e}")
 
-    @handle.register
-    def _ping(self, event: ev.Ping) -> None:
-        # A silent JSON connection is cut unless it answers (docs/protocol.md, "Limits").
-        if self.proto is not None:
-            self.proto.send_line(f"/pong {event.token}")
+    # --- events from the server ---
+
+    def event(self, proto: ChatConnection, event: ev.Event) -> None:
+        if proto is self.proto:
+            self.receiver.handle(event)
+
+    def bad_event(self, proto: ChatConnection, problem: str) -> None:
+        """A malformed event is skipped; the first one is mentioned, in case it matters."""
+        if proto is self.proto and not self.reported_bad_event:
+            self.reported_bad_event = True
+            self.pane.error(f"Ignored an event from the server that this client cannot read "
+                            f"({problem}); later ones are ignored quietly.")
 
     def _transfer_report(self, error: str | None, message: str) -> None:
         if error is None:
@@ -291,34 +301,52 @@ class ChatSession:
             self.retry.cancel()
         self.retry = None
         if online and self.proto is not None:
+            # Straight out, past anything still paced in the outbox.
             self.proto.send_line("/quit" + (f" {reason}" if reason else ""))
             self.quit_timer = self.reactor.callLater(QUIT_DEADLINE, self._finish)
         else:
             self._finish()
-        self._changed()
+        self.changed()
 
     def _finish(self) -> None:
         if self.state == "closed":
             return
         self.state = "closed"
+        self.history.lost()
+        self.outbox.close()
         if self.quit_timer is not None and self.quit_timer.active():
             self.quit_timer.cancel()
         if self.proto is not None:
             proto, self.proto = self.proto, None
             proto.transport.loseConnection()
+        if self.options.log is not None:
+            self.options.log.close()
         if not self.done.called:
             self.done.callback(None)
-        self._changed()
+        self.changed()
 
-    # --- status bar ---
+    # --- status bar and title ---
 
     def status_text(self) -> str:
         state = self.state
-        if state == "disconnected" and self.retry is not None:
-            state = f"disconnected, retrying in {self.retry_in():.0f}s"
-        who = self.me or self.name or "(no name)"
-        parts = [self.server_label, state, who]
+        if state == "disconnected":
+            state = f"disconnected ({self.last_error})" if self.last_error else state
+            if self.retry is not None:
+                state += f", retrying in {self.retry_in():.0f}s"
+        elif state == "online" and (lag := self.history.lag_now()) is not None:
+            state = f"online, lag {lag_text(lag)}"
+        parts = [self.server_label, state, self.me or self.name or "(no name)"]
+        if self.pane.unread_highlights:
+            parts.append(plural(self.pane.unread_highlights, "highlight"))
+        if waiting := self.outbox.waiting():
+            parts.append(f"{plural(waiting, 'line')} to send")
         transfer = self.transfers.status()
         if transfer:
             parts.append(transfer)
         return " | ".join(parts)
+
+    def clock_text(self) -> str:
+        return datetime.now().strftime("%H:%M")
+
+    def title(self) -> str:
+        return self.attention.title(self.me, self.server_label, self.pane.unread_highlights)

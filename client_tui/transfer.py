@@ -16,14 +16,16 @@ cannot read fails the job, since raw bytes may follow a header it missed.
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import tempfile
 import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from twisted.internet import defer, task
@@ -91,6 +93,8 @@ class Job:
         self.finished = False
         self.on_end: Callable[[Job, str | None, str], None] = lambda job, err, ok: None
         self.cancelled = False
+        #: bytes are on the move (before that, the size may not even be known)
+        self.moving = False
 
     # --- life cycle, driven by TransferQueue and TransferProtocol ---
 
@@ -157,6 +161,8 @@ class Job:
         pass
 
     def status(self) -> str:
+        if not self.moving:
+            return f"{self.verb} {self.label} starting\u2026"
         elapsed = time.monotonic() - self.started if self.started else 0.0
         return f"{self.verb} {self.label} {progress_text(self.done, self.total, elapsed)}"
 
@@ -187,14 +193,18 @@ class Upload(Job):
         self.hashing: task.CooperativeTask | None = None
         self.sending = False
 
-    def prepare(self) -> Any:
-        # Both may raise OSError: the queue reports it as this job's failure.
-        self.file = open(self.path, "rb")  # closed by close_file
-        st = os.fstat(self.file.fileno())
-        if not os.path.isfile(self.path):
-            self.close_file()
+    def open(self) -> tuple[IO[bytes], int]:
+        """The bytes to send and how many there are (``OSError`` if they cannot be read)."""
+        f = open(self.path, "rb")  # closed by close_file
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            f.close()
             raise TransferFailed(f"{self.path} is not a regular file")
-        self.total = st.st_size
+        return f, st.st_size
+
+    def prepare(self) -> Any:
+        # May raise OSError: the queue reports it as this job's failure.
+        self.file, self.total = self.open()
         self.started = time.monotonic()
         self.hashing = task.cooperate(self._hash())
         return self.hashing.whenDone()
@@ -217,7 +227,7 @@ class Upload(Job):
         assert self.proto is not None
         name = quote(self.path.name, safe="")
         self.proto.send_line(f"/send {name} {self.total} {self.crc:08x}")
-        self.sending = True
+        self.sending = self.moving = True
         self.proto.transport.registerProducer(FileProducer(self), False)
 
     def send_chunk(self) -> None:
@@ -260,6 +270,17 @@ class Upload(Job):
         if self.hashing is not None:
             return f"checking {self.label} {progress_text(self.done, self.total, 0)}"
         return super().status()
+
+
+class PasteUpload(Upload):
+    """A paste sent as a file: its bytes, under the name ``name``."""
+
+    def __init__(self, data: bytes, name: str, reactor: Any) -> None:
+        super().__init__(Path(name), reactor)
+        self.data = data
+
+    def open(self) -> tuple[IO[bytes], int]:
+        return io.BytesIO(self.data), len(self.data)
 
 
 class Download(Job):
@@ -308,6 +329,7 @@ class Download(Job):
             return
         self.fd, self.tmp, self.final = fd, Path(tmp), final
         self.started = time.monotonic()
+        self.moving = True
         self.proto.setRawMode()
         if self.total == 0:
             self._complete(b"")

@@ -123,7 +123,7 @@ def memory_server(
     clock = task.Clock()
     clock.advance(1_700_000_000)
     store = Store(tmp_path / "chat.sqlite3", clock, config.history.max)
-    store.open()
+    store.open(config.rooms.default)
     factory = build_factory(config, clock, store, coalesce=coalesce)
     return MemoryServer(factory, clock, store, config)
 

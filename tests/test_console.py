@@ -377,7 +377,7 @@ def test_say_who_files_help_and_quit(tmp_path: Path) -> None:
     proto.dataReceived(b"/HELP\n")
     mem.clock.advance(1)
     frame = "\n".join(screen.frames[-1])
-    for usage in ("/who", "/kick NAME [REASON]", "/say TEXT", "/files", "/quit"):
+    for usage in ("/who", "/kick NAME [REASON]", "/say [ROOM] TEXT", "/files", "/quit"):
         assert usage in frame
     assert stops == []
     proto.dataReceived(b"/quit\n")
@@ -403,7 +403,7 @@ def test_bad_commands_show_an_error_in_the_view(tmp_path: Path) -> None:
         b"/frobnicate\n": "Unknown command /frobnicate. Try /help.",
         b"/kick\n": "Usage: /kick NAME [REASON]",
         b"/kick nobody\n": "Nobody called nobody is connected.",
-        b"/say   \n": "Usage: /say TEXT",
+        b"/say   \n": "Usage: /say [ROOM] TEXT",
         b"/files 3\n": "Usage: /files",
         b"hello\n": "Admin commands start with '/'. Try /help.",
         b"/\x1b[31mred\n": "Unknown command /red. Try /help.",

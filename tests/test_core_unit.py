@@ -211,7 +211,7 @@ def test_private_messages(mem: MemoryServer) -> None:
     d = mem.connect()
     d.line("dave")
     assert "secret plans" not in d.take().decode()
-    assert all(e.type != "private" for e in mem.store.recent(500))
+    assert all(e.type != "private" for e in mem.store.recent("#lobby", 500))
 
 
 def test_nick_change(mem: MemoryServer) -> None:
@@ -453,9 +453,9 @@ def test_broadcast_encodes_once_per_mode(mem: MemoryServer) -> None:
     for mode, renderer in mem.service.renderers.items():
         original = renderer.render
 
-        def spy(event, viewer=None, _orig=original, _mode=mode):  # type: ignore[no-untyped-def]
+        def spy(event, viewer=None, tagged=False, _orig=original, _mode=mode):  # type: ignore[no-untyped-def]
             calls.append(_mode)
-            return _orig(event, viewer)
+            return _orig(event, viewer, tagged)
 
         renderer.render = spy  # type: ignore[method-assign]
     conns[0].line("fan out")
@@ -512,4 +512,4 @@ def test_history_persists_across_a_new_store(tmp_path: Path) -> None:
     c = second.user("carol", mode="json")
     c.line("next")
     (ev,) = [e for e in c.events() if e["type"] == "message"]
-    assert ev["id"] > max(e.id for e in first.store.recent(10))
+    assert ev["id"] > max(e.id for e in first.store.recent("#lobby", 10))

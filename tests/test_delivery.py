@@ -196,14 +196,15 @@ def test_ids_are_recorded_a_block_ahead_before_anyone_sees_them() -> None:
     assert len(store.commits) == 1 and "dee has joined" in bob.text()
 
 
-def test_a_reply_waits_behind_what_is_queued_for_that_connection_only() -> None:
+def test_a_reply_waits_behind_what_is_queued_and_goes_at_once_when_nothing_is() -> None:
     clock, store, d = delivery()
     bob, newcomer = Peer(), Peer()
     d.add_member(bob, "bob")
+    d.reply(newcomer, ev.Info("nothing queued: at once"))
+    assert newcomer.writes
     d.broadcast(store.message("one"))
     d.reply(bob, ev.Info("for bob"))
-    d.reply(newcomer, ev.Info("for a connection with nothing queued"))
-    assert newcomer.writes and bob.writes == []
+    assert bob.writes == []
     clock.advance(0)
     store.commits[0][2].callback(None)
     assert bob.text().index("one") < bob.text().index("for bob")

@@ -385,13 +385,13 @@ def test_failed_history_writes_hold_delivery_and_are_retried(tmp_path: Path) -> 
     failures = [OSError("disk I/O error")]
 
     def flaky(fn: Any) -> Any:
-        if failures:
+        if failures and "commit" in fn.__qualname__:  # the history write, not room settings
             return defer.fail(failures.pop())
         return real_run(fn)
 
-    store._run = flaky  # type: ignore[method-assign]
     a, b = mem.user("alice"), mem.user("bob")
     b.take()
+    store._run = flaky  # type: ignore[method-assign]
     a.line("keep me")  # the write fails ...
     assert not failures
     assert said(b) == []  # ... so bob has not seen it

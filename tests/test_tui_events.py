@@ -26,7 +26,7 @@ from chat.render import JsonRenderer
 from client_tui.commands import LOCAL, command_table
 from client_tui.completion import ChatCompleter
 from client_tui.connection import ChatConnection, read_event
-from client_tui.format import local_time
+from client_tui.format import local_time, short_date
 from client_tui.session import ChatSession
 from client_tui.transfer import Download, TransferProtocol
 from tests.tui_support import TS, TS_POSIX, FakeConn, FakeEndpoint, online
@@ -85,7 +85,8 @@ def session_online() -> tuple[ChatSession, ChatConnection, StringTransport]:
 
 def pane_texts(s: ChatSession) -> list[str]:
     """Pane lines, local ones without their (wall clock) time."""
-    return [ln.text if ln.id is not None else ln.text[9:] for ln in s.pane.lines]
+    return [ln.text if ln.id is not None or ln.kind == "separator" else ln.text[9:]
+            for ln in s.pane.lines]
 
 
 MESSAGE = {"type": "message", "id": 1, "ts": TS, "sender": "bob", "text": "hello"}
@@ -149,6 +150,7 @@ def test_wire_events_render_the_same_pane_lines() -> None:
         {"type": "uploaded", "file": FILEINFO},  # for transfer connections: nothing here
     )
     assert pane_texts(s)[1:] == [
+        f"history: 1 message since {short_date(TS_POSIX)}",
         f"{T} <bob> hello",
         f"{T}  * bob waves",
         f"{T} *bob* psst",
@@ -156,7 +158,7 @@ def test_wire_events_render_the_same_pane_lines() -> None:
         f"{T} --> carol has joined",
         f"{T} -- carol is now known as carla",
         f"{T} <-- carla has left (quit: bye)",
-        f"{T} -- bob shared notes.txt (1.2 KiB) id {FILE_ID}",
+        f"{T} -- bob shared notes.txt (1.2 KiB): /get {FILE_ID}",
         f"{T} -- Server notice: going down",
         "just so you know",
         "Your session key: k3y",

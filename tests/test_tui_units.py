@@ -25,11 +25,12 @@ from client_tui.__main__ import parse_args
 from client_tui.completion import ChatCompleter
 from client_tui.connection import Backoff, parse_address
 from client_tui.format import (
-    NICK_COLOURS,
+    NICK_SLOTS,
     clock_duration,
     event_line,
     local_time,
-    nick_colour,
+    nick_slot,
+    nick_style,
     progress_text,
     screen_text,
 )
@@ -53,9 +54,9 @@ def test_message_lines() -> None:
     event = ev.Message(1, TS_POSIX, "bob", "hello")
     assert text(event) == f"{T} <bob> hello"
     line = event_line(event, "alice")
-    assert line is not None and line.id == 1 and line.kind == "message"
+    assert line is not None and line.id == 1 and line.kind == "message" and not line.own
     own = event_line(ev.Message(1, TS_POSIX, "Alice", "hello"), "alice")
-    assert own is not None and own.kind == "own"
+    assert own is not None and own.own and own.kind == "message"
     assert any("own" in style for style, _ in own.fragments)
 
 
@@ -71,7 +72,7 @@ def test_other_event_lines() -> None:
     assert text(ev.Notice(7, TS_POSIX, "going down")) == f"{T} -- Server notice: going down"
     shared = ev.FileShared(8, TS_POSIX, "bob", "ab" * 16, "notes.txt", 1234, "00000000",
                            "0" * 64, None)
-    assert "bob shared notes.txt (1.2 KiB) id " + "ab" * 16 in text(shared)
+    assert "bob shared notes.txt (1.2 KiB): /get " + "ab" * 16 in text(shared)
     assert event_line(ev.Welcome("alice", "k", "x", None), "alice") is None
 
 
@@ -103,13 +104,15 @@ def test_screen_text_replaces_controls() -> None:
 # --- colours, sizes, progress ---
 
 
-def test_nick_colour_is_stable_and_case_insensitive() -> None:
-    assert nick_colour("alice") == nick_colour("ALICE") == nick_colour("Alice")
-    assert nick_colour("alice") in NICK_COLOURS
+def test_nick_slot_is_stable_and_case_insensitive() -> None:
+    assert nick_slot("alice") == nick_slot("ALICE") == nick_slot("Alice")
     # crc32, not hash(): the same in every process.
-    assert nick_colour("alice") == NICK_COLOURS[zlib.crc32(b"alice") % len(NICK_COLOURS)]
+    assert nick_slot("alice") == zlib.crc32(b"alice") % NICK_SLOTS
     names = [f"user{i}" for i in range(50)]
-    assert len({nick_colour(n) for n in names}) > len(NICK_COLOURS) // 2
+    assert len({nick_slot(n) for n in names}) > NICK_SLOTS // 2
+    # Your own name has a style of its own, never one of the slots others get.
+    assert nick_style("Alice", "alice") == "class:nick.self"
+    assert nick_style("bob", "alice") == f"class:nick.{nick_slot('bob')}"
 
 
 def test_sizes_are_the_shared_ones_and_durations_a_clock() -> None:
@@ -158,8 +161,7 @@ def test_nick_completion() -> None:
 def test_file_id_and_path_completion(tmp_path: Path) -> None:
     assert completions("/get ab", [], ["abcd", "ef01"]) == ["abcd "]
     (tmp_path / "report.pdf").write_text("x")
-    got = completions(f"/send {tmp_path}/rep", [])
-    assert got == ["ort.pdf"]
+    assert completions(f"/send {tmp_path}/rep", []) == [f"{tmp_path}/report.pdf "]
 
 
 # --- addresses, options, names, back-off ---
@@ -210,11 +212,11 @@ def test_session_reconnects_with_backoff_and_dedupes() -> None:
     s.start()
     c1 = FakeConn()
     online(s, c1, [msg(1), msg(2)])
-    assert c1.sent == ["alice"] and s.state == "online"
+    assert c1.sent == ["alice", "/history 0"] and s.state == "online"  # the second: lag
     assert s.participants == ["bob", "alice"]
 
     s.lost(c1, Failure(ConnectionError("gone")))  # type: ignore[arg-type]
-    assert s.state == "disconnected" and "disconnected, retrying" in s.status_text()
+    assert s.state == "disconnected" and "disconnected (gone), retrying in" in s.status_text()
     clock.advance(0.25)
     assert len(ep.attempts) == 2
     ep.attempts[1].errback(Failure(ConnectionRefusedError("refused")))
@@ -225,7 +227,9 @@ def test_session_reconnects_with_backoff_and_dedupes() -> None:
 
     c2 = FakeConn()
     online(s, c2, [msg(1), msg(2), msg(3)])
-    assert c2.sent == ["alice", "/history 500"]  # re-registers with the same name
+    # Re-registers with the same name; the replay is skipped, what was missed asked for.
+    assert c2.sent == ["alice", "/history after 2"]
+    s.event(c2, ev.History((msg(3),), 1, after=2))  # type: ignore[arg-type]
     texts = [ln.text for ln in s.pane.lines if "<bob>" in ln.text]
     assert [t.split("> ")[1] for t in texts] == ["m1", "m2", "m3"]
 
@@ -244,18 +248,6 @@ def test_session_asks_again_for_a_refused_name() -> None:
                                                      "press Enter):"]
     s.commands.submit("alice")
     assert c.sent == ["root", "alice"]
-
-
-def test_scrolling_holds_the_view() -> None:
-    pane = ChatSession(task.Clock(), FakeEndpoint, "srv").pane  # type: ignore[arg-type]
-    for i in range(30):
-        pane.info(f"line {i}")
-    pane.scroll(-10)
-    assert pane.anchor == 19
-    pane.info("new")
-    assert len(pane.visible_lines()) == 20 and pane.unread == 1
-    pane.scroll(100)
-    assert pane.anchor is None and pane.unread == 0 and len(pane.visible_lines()) == 31
 
 
 def test_quit_sends_quit_and_waits_for_close() -> None:

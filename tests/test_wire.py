@@ -56,7 +56,18 @@ def test_help_is_the_vocabulary(mem: MemoryServer) -> None:
     [
         ("/history 5", wire.History(5)),
         ("/history", wire.History(None)),
-        ("/files 0", wire.Files(1)),
+        ("/files 0", wire.Files(count=1)),
+        ("/files #dev 3", wire.Files("#dev", 3)),
+        ("/part #dev gone for lunch", wire.Part("#dev", "gone for lunch")),
+        ("/part lunch", wire.Part(None, "lunch")),
+        ("/topic #dev the build", wire.Topic("#dev", "the build")),
+        ("/topic", wire.Topic(None, None)),
+        ("/kick bob #dev spam", wire.Kick("bob", "#dev", "spam")),
+        ("/kick bob spam", wire.Kick("bob", None, "spam")),
+        ("/private #staff on", wire.Private("#staff", True)),
+        ("/lock off", wire.Lock(None, False)),
+        ("/op bob #dev", wire.Op("bob", "#dev")),
+        ("/who #dev", wire.Who("#dev")),
         ("/get abc 12", wire.Get("abc", 12)),
         ("/msg bob hi there", wire.Msg("bob", "hi there")),
         ("/me waves", wire.Me("waves")),
@@ -77,6 +88,8 @@ def test_commands_parse_into_typed_values(line: str, expected: wire.Command) -> 
         ("/get", "usage"), ("/get a b", "usage"), ("/get a \u0665", "usage"),
         ("/msg bob", "usage"), ("/me  ", "usage"), ("/proto xml", "usage"),
         ("/send a", "bad_header"), ("/send a 5 xyz", "bad_header"), ("/send a +5", "bad_header"),
+        ("/join", "usage"), ("/join #a #b", "usage"), ("/private #x maybe", "usage"),
+        ("/invite", "usage"), ("/invite bob dev", "usage"), ("/who bob", "usage"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_code(line: str, code: str) -> None:
@@ -110,7 +123,14 @@ def test_the_state_gate_comes_from_each_commands_states(
 
 SAMPLE_FILE = ev.FileInfo("ab" * 16, "notes é.txt", 5, "0000000a", "f" * 64, "alice", 1.5, None)
 SAMPLES: list[ev.Event] = [
-    ev.Message(1, 1_700_000_000.25, "alice", "hi"),
+    ev.Message(1, 1_700_000_000.25, "alice", "hi", "#lobby"),
+    ev.Part(9, 1_700_000_000.0, "bob", "#dev", "lunch"),
+    ev.Topic(10, 1_700_000_000.0, "#dev", "the build", "alice"),
+    ev.Names("#dev", (ev.Participant("alice", 2.0),)),
+    ev.RoomInfo("#dev", 3, "the build", True, False, True),
+    ev.Rooms((ev.RoomInfo("#dev", 3, "", False),)),
+    ev.Invited("#staff", "alice"),
+    ev.Current("#dev"),
     ev.Action(2, 1_700_000_000.0, "alice", "waves"),
     ev.Private(3, 1_700_000_000.0, "alice", "bob", "psst"),
     ev.Join(4, 1_700_000_000.0, "bob"),
@@ -184,7 +204,7 @@ def test_every_error_code_has_words() -> None:
     values = {"reason": "quota", "size": 2, "quota": 1, "used": 1,
               "name": "n", "verb": "v", "usage": "u", "limit": 1, "value": "v",
               "expected": "0", "actual": "1", "file_id": "f", "wait": 1, "timeout": 1.0,
-              "missing": 1, "http": None}
+              "missing": 1, "http": None, "room": "#dev"}
     worded = set()
     for code in ERRORS:
         for problem in ("empty", "fields"):

@@ -9,7 +9,8 @@ exactly as ``chat-tui`` does, but with ``create_pipe_input()`` and
 - ``{"op": "keys", "text": ...}``: type into the application;
 - ``{"op": "wait", "until": {...}, "timeout": s}``: reply once the condition
   holds (checked on every state change), or with ``ok: false`` at the deadline;
-- ``{"op": "snapshot"}``: the pane lines, participants, state and status.
+- ``{"op": "snapshot"}``: the pane's lines and the rows it draws, participants,
+  state, status, unread counts, bells rung, a paste waiting for an answer.
 
 When the application ends it prints ``{"event": "exited"}`` and exits 0.
 """
@@ -35,16 +36,27 @@ from twisted.internet.defer import ensureDeferred  # noqa: E402
 from twisted.protocols.basic import LineReceiver  # noqa: E402
 
 
+def row_text(row: list[tuple[str, str]]) -> str:
+    return "".join(t for _, t in row)
+
+
 def snapshot(session: Any) -> dict[str, Any]:
+    view = session.pane.view
     return {
         "lines": [ln.text for ln in session.pane.lines],
-        "visible": len(session.pane.visible_lines()),
+        # The pane as drawn at its last size (DummyOutput's 80x40 screen).
+        "screen": [row_text(r) for r in session.pane.screen(view.width, view.height)],
         "participants": list(session.participants),
         "state": session.state,
         "me": session.me,
         "status": session.status_text(),
-        "anchor": session.pane.anchor,
+        "reading_back": session.pane.reading_back,
         "unread": session.pane.unread,
+        "highlights": session.pane.unread_highlights,
+        "bells": session.attention.bells,
+        "title": session.title(),
+        "paste": session.commands.paste.question() if session.commands.paste else None,
+        "people_visible": session.people_visible,
         "transfer": session.transfers.status(),
         "input": session.input_text(),
     }
@@ -52,18 +64,21 @@ def snapshot(session: Any) -> dict[str, Any]:
 
 def holds(session: Any, until: dict[str, Any]) -> bool:
     snap = snapshot(session)
-    if "line" in until:
-        rx = re.compile(until["line"])
-        count = sum(1 for ln in snap["lines"] if rx.search(ln))
-        if count < until.get("count", 1):
-            return False
+    for key, rows in (("line", snap["lines"]), ("screen", snap["screen"])):
+        if key in until:
+            rx = re.compile(until[key])
+            if sum(1 for ln in rows if rx.search(ln)) < until.get("count", 1):
+                return False
     if "participants" in until and sorted(snap["participants"]) != sorted(until["participants"]):
         return False
-    if "state" in until and snap["state"] != until["state"]:
-        return False
+    for key in ("state", "input", "reading_back", "unread", "highlights"):
+        if key in until and snap[key] != until[key]:
+            return False
     if "status" in until and not re.search(until["status"], snap["status"]):
         return False
-    if "input" in until and snap["input"] != until["input"]:
+    if "bells" in until and snap["bells"] < until["bells"]:
+        return False
+    if "paste" in until and (snap["paste"] is not None) != until["paste"]:
         return False
     if until.get("idle") and snap["transfer"] is not None:
         return False
@@ -78,14 +93,14 @@ class Commands(LineReceiver):
         self.pipe = pipe
         self.waiting: list[tuple[dict[str, Any], Any]] = []
         self.poll: task.LoopingCall | None = None
-        previous = session.changed
+        previous = session.on_change
 
         def changed() -> None:
             previous()
             # Check after the current call stack: the state may be mid-update.
             reactor.callLater(0, self.check)
 
-        session.changed = changed
+        session.on_change = changed
 
     def reply(self, obj: dict[str, Any]) -> None:
         self.transport.write(json.dumps(obj).encode() + b"\n")

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,11 @@ DEADLINE = 15.0
 
 PAGE_UP = "\x1b[5~"
 PAGE_DOWN = "\x1b[6~"
+CTRL_HOME = "\x1b[1;5H"
+CTRL_END = "\x1b[1;5F"
+CTRL_UP = "\x1b[1;5A"
+ESC = "\x1b"
+F2 = "\x1bOQ"
 CTRL_A = "\x01"
 CTRL_C = "\x03"
 CTRL_P = "\x10"
@@ -37,12 +44,21 @@ CTRL_D = "\x04"
 CTRL_E = "\x05"
 
 
+def bracketed(text: str) -> str:
+    """``text`` as a terminal delivers a paste (bracketed paste mode)."""
+    return f"\x1b[200~{text}\x1b[201~"
+
+
 class TuiDriver:
-    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None, config: Path | None = None) -> None:
+        # Settings (tui.toml) from a directory of the test's own, never the user's.
+        self._own_config = config is None
+        self.config = config or Path(tempfile.mkdtemp(prefix="chat-tui-config-"))
         self.proc = subprocess.Popen(
             [sys.executable, str(DRIVER), *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                          "XDG_CONFIG_HOME": str(self.config)},
         )
         self.buf = b""
         self.exited: dict[str, Any] | None = None
@@ -92,7 +108,7 @@ class TuiDriver:
             snap = reply["snapshot"]
             raise AssertionError(
                 f"timed out waiting for {until}\nstate={snap['state']} status={snap['status']}\n"
-                + "\n".join(snap["lines"][-30:])
+                + "\n".join(snap["lines"][-30:]) + "\n-- screen --\n" + "\n".join(snap["screen"])
             )
         return reply["snapshot"]
 
@@ -107,6 +123,8 @@ class TuiDriver:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self._own_config:
+            shutil.rmtree(self.config, ignore_errors=True)
 
 
 # --- a ChatSession without sockets ---
