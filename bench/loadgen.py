@@ -366,6 +366,89 @@ class Generator:
         )
         return result
 
+    async def rooms(self) -> dict[str, Any]:
+        """N clients in R rooms of N/R (everyone also in the lobby, ``#bench`` on IRC);
+        in every room one member says M lines at full speed, R rounds."""
+        sp = self.spec
+        n, r, m, rounds = int(sp["n"]), int(sp["rooms"]), int(sp["messages"]), int(sp["rounds"])
+        t_setup = time.monotonic()
+        await self.connect(n)
+        sem = asyncio.Semaphore(8 if self.dialect == "irc" else 200)
+
+        async def enter(c: Client) -> None:
+            async with sem:
+                room = f"#r{c.idx % r}"
+                if self.dialect == "irc":
+                    fut = c.wait_for(b" 366 ")
+                    c.transport.write(f"JOIN {room}\r\n".encode())
+                else:
+                    fut = c.wait_for(f"Now talking in {room}".encode())
+                    c.transport.write(f"/join {room}\r\n".encode())
+                await asyncio.wait_for(fut, 120)
+
+        await asyncio.gather(*(enter(c) for c in self.clients))
+        await asyncio.sleep(0.5)  # the last joins' notices are on their way to the members
+        setup_s = time.monotonic() - t_setup
+        mem_idle = proc_mem(self.pid) if self.pid else {}
+        groups = [[c for c in self.clients if c.idx % r == k] for k in range(r)]
+        senders = [g[0] for g in groups]
+        prefix = {c.idx: (f"PRIVMSG #r{c.idx % r} :".encode() if self.dialect == "irc"
+                          else b"") for c in senders}
+        loop = asyncio.get_running_loop()
+        deliveries = window_ns = 0
+        timed_out = False
+        cpu0 = proc_cpu(self.pid) if self.pid else 0.0
+        for rnd in range(rounds):
+            self._waiting = 0
+            for g in groups:
+                for c in g[1:]:
+                    c.start_recording(m)
+                    self._waiting += 1
+                    deliveries += m
+            self._all_done = loop.create_future()
+            t0 = now_ns()
+            for q in range(m):
+                for c in senders:
+                    c.transport.write(
+                        prefix[c.idx] + b"^%d:%d:%d\r\n" % (c.idx, rnd * m + q, now_ns())
+                    )
+            try:
+                await asyncio.wait_for(self._all_done, float(sp.get("timeout", 60)))
+            except TimeoutError:
+                timed_out = True
+                window_ns += now_ns() - t0
+                break
+            window_ns += max(c.times[-1] for c in self.clients if c.times) - t0
+        cpu1 = proc_cpu(self.pid) if self.pid else 0.0
+        mem = proc_mem(self.pid) if self.pid else {}
+        await asyncio.sleep(0.2)  # stragglers: duplicates would show up here
+        totals = {"lost": 0, "duplicated": 0, "reordered": 0}
+        for g in groups:
+            checked = self.check(g[1:], [g[0].idx], rounds * m, latency_sample=0)
+            for k in totals:
+                totals[k] += checked[k]
+        latency = self.check(self.clients, [], 0)  # latency over a sample of everyone
+        secs = window_ns / 1e9
+        return {
+            **totals,
+            "latency_ms_p50": latency["latency_ms_p50"],
+            "latency_ms_p99": latency["latency_ms_p99"],
+            "n": n,
+            "rooms": r,
+            "messages": m,
+            "rounds": rounds,
+            "deliveries": deliveries,
+            "seconds": round(secs, 4),
+            "deliveries_per_s": round(deliveries / secs) if secs else None,
+            "server_cpu_s": round(cpu1 - cpu0, 3),
+            "server_cpu_us_per_delivery": round((cpu1 - cpu0) * 1e6 / deliveries, 3)
+            if self.pid and deliveries else None,
+            "server_rss_idle_kib": mem_idle.get("rss_kib"),
+            "server_peak_rss_kib": mem.get("hwm_kib"),
+            "setup_s": round(setup_s, 2),
+            "timed_out": timed_out,
+        }
+
     async def light(self, upload: dict[str, Any] | None = None) -> dict[str, Any]:
         """``n`` clients each sending ``rate`` lines/s for ``seconds`` (or for an upload)."""
         sp = self.spec
@@ -549,6 +632,8 @@ class Generator:
                 return await self.upload(self.spec["upload"])
             if task == "idle":
                 return await self.idle()
+            if task == "rooms":
+                return await self.rooms()
             raise SystemExit(f"unknown task {task}")
         finally:
             self.close()

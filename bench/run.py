@@ -367,6 +367,35 @@ DefaultUserModes = F
         )
         return r
 
+    def rooms(self, target: str) -> dict[str, Any]:
+        """N clients in rooms of ten, everyone also in the lobby; one talker per room."""
+        a = self.args
+        srv = self._start(target)
+        if srv is None:
+            return {}
+        try:
+            r = self.gen(
+                {
+                    "task": "rooms",
+                    "port": srv.port,
+                    "pid": srv.pid,
+                    "dialect": "irc" if target == "ngircd" else "lanchat",
+                    "n": a.rooms_n,
+                    "rooms": a.rooms_n // 10,
+                    "messages": a.messages,
+                    "rounds": a.rooms_rounds,
+                }
+            )
+        finally:
+            srv.stop()
+        log(
+            f"rooms {target} N={a.rooms_n} in {a.rooms_n // 10} rooms: "
+            f"{r['deliveries_per_s']:,} deliveries/s, {r['server_cpu_us_per_delivery']} "
+            f"us/delivery, p99 {_ms(r['latency_ms_p99'])}, lost {r['lost']} dup "
+            f"{r['duplicated']} reordered {r['reordered']}, idle RSS {r['server_rss_idle_kib']} KiB"
+        )
+        return r
+
     def _start(self, target: str, console: bool = False) -> Server | None:
         if target == "lanchat":
             return self.lanchat(console=console, tag="-console" if console else "")
@@ -539,6 +568,7 @@ DefaultUserModes = F
             res["fanout"][str(n)] = row
 
         res["light"] = {t: self.light(t) for t in targets}
+        res["rooms"] = {t: self.rooms(t) for t in targets}
 
         if a.mode != "smoke":
             res["idle"] = {t: {str(n): self.idle(t, n) for n in a.idle_ns} for t in targets}
@@ -611,6 +641,25 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
         "ngircd_p99_ms": light.get("ngircd", {}).get("latency_ms_p99"),
         "lost": light.get("lanchat", {}).get("lost"),
     }
+    rooms = res.get("rooms", {})
+    if rooms.get("lanchat"):
+        ours, ng = rooms["lanchat"], rooms.get("ngircd", {})
+        lobby_only = res.get("idle", {}).get("lanchat", {}).get(str(ours["n"]), {}).get("rss_kib")
+        s["rooms"] = {
+            "n": ours["n"],
+            "rooms": ours["rooms"],
+            "cpu_us_per_delivery": ours["server_cpu_us_per_delivery"],
+            "ngircd_cpu_us_per_delivery": ng.get("server_cpu_us_per_delivery"),
+            "cpu_ratio": _ratio(
+                ours["server_cpu_us_per_delivery"], ng.get("server_cpu_us_per_delivery")
+            ),
+            "p99_ms": ours["latency_ms_p99"],
+            "ngircd_p99_ms": ng.get("latency_ms_p99"),
+            "lost_dup_reordered": [ours["lost"], ours["duplicated"], ours["reordered"]],
+            # each user is in one room more than the lobby-only idle run
+            "kib_per_joined_room": round((ours["server_rss_idle_kib"] - lobby_only) / ours["n"], 2)
+            if lobby_only else None,
+        }
     for t, rows in res.get("idle", {}).items():
         ns = sorted(int(k) for k in rows)
         base = rows.get("0", {}).get("rss_kib")
@@ -713,6 +762,10 @@ def targets(s: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 up["rss_growth_mib"] < 8,
             )
         )
+    ro = s.get("rooms")
+    if ro:
+        ldr = ro["lost_dup_reordered"]
+        out.append(("rooms nothing lost/dup/reordered", str(ldr), ldr == [0, 0, 0]))
     idle = s.get("idle_lanchat", {}).get("kib_per_client", {})
     if idle:
         k = max(idle, key=int)
@@ -778,6 +831,15 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
             f"{_f(li['ngircd_p50_ms'])} / {_f(li['ngircd_p99_ms'])} ms | "
             f"{_ratio(li['p99_ms'], li['ngircd_p99_ms'])}x p99 |"
         )
+    ro = s.get("rooms")
+    if ro:
+        L.append(
+            f"| {ro['n']} users in {ro['rooms']} rooms of 10 (and the lobby): CPU/delivery, "
+            f"p99 | {ro['cpu_us_per_delivery']} us, {_f(ro['p99_ms'])} ms | "
+            f"{ro['ngircd_cpu_us_per_delivery']} us, {_f(ro['ngircd_p99_ms'])} ms | "
+            f"{ro['cpu_ratio']}x CPU |"
+        )
+        L.append(f"| idle KiB per joined room | {ro['kib_per_joined_room']} | | |")
     il, ig = s.get("idle_lanchat"), s.get("idle_ngircd")
     if il:
         k = max(il["kib_per_client"], key=int) if il["kib_per_client"] else None
@@ -831,6 +893,8 @@ def _f(v: float | None, nd: int = 2) -> str:
 
 MODES: dict[str, dict[str, Any]] = {
     "full": {
+        "rooms_n": 1000,
+        "rooms_rounds": 12,
         "ns": [100, 1000, 5000],
         "rounds": {100: 40, 1000: 6, 5000: 2},
         "idle_ns": [0, 1000, 10000],
@@ -840,6 +904,8 @@ MODES: dict[str, dict[str, Any]] = {
         "light_seconds": 5.0,
     },
     "quick": {
+        "rooms_n": 1000,
+        "rooms_rounds": 4,
         "ns": [100, 1000],
         "rounds": {100: 10, 1000: 3},
         "idle_ns": [0, 1000],
@@ -849,6 +915,8 @@ MODES: dict[str, dict[str, Any]] = {
         "light_seconds": 2.0,
     },
     "smoke": {
+        "rooms_n": 40,
+        "rooms_rounds": 1,
         "ns": [20],
         "rounds": {20: 2},
         "idle_ns": [],

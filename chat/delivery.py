@@ -1,30 +1,31 @@
 """Delivery: every byte the chat sends to a connection, in order, stored before it is sent.
 
 What the chat says in one reactor turn is one *batch*: broadcasts, each to
-an *audience* (a room's members, or everyone), and replies to one
-connection, in the order they were made. A batch is committed to the history
-database in one transaction (its messages, and a mark for the event ids it
-hands out) off the reactor thread, and only then written to the sockets: no
-one ever receives a line that a crash could take back, and no id is handed
-out twice. While one batch commits, the next one gathers what follows
-(group commit), so a busy server makes fewer, larger transactions and
-writes.
+an *audience*, and replies to one connection, in the order they were made. A
+batch is committed to the history database in one transaction (its
+messages, and a mark for the event ids it hands out) off the reactor thread,
+and only then written to the sockets: no one ever receives a line that a
+crash could take back, and no id is handed out twice. While one batch
+commits, the next one gathers what follows (group commit), so a busy server
+makes fewer, larger transactions and writes.
 
-An audience is an immutable set of connections taken when the line is said
-(a room replaces its set whenever someone joins or leaves), so who hears a
-line is decided then, not at delivery: a member who arrives later starts
-with what follows (what came before is in its history replay), one who
-leaves still gets what came before its leave. Consecutive broadcasts to the
-same audience form a *segment*, rendered once per variant (mode, and whether
-text lines carry their room) and shared by all its members; each connection
-gets one write per batch. A connection that switches mode gets each line in
-the mode it had when the line was said. A reply to a connection goes out at
-once when nothing is queued at all.
+An audience is named by a key (a room, or ``"*"`` for everyone) whose
+members the chat keeps; ``joined`` and ``left`` tell delivery when they
+change, so who hears a line is who was there when it was said: a member who
+arrives later starts with what follows (what came before is in its history
+replay), one who leaves still gets what came before its leave. A few events
+(a leave, a rename) go to a fixed set instead. Consecutive broadcasts to one
+audience form a *segment*, rendered once per variant (mode, and whether text
+lines carry their room) and shared by all its members, so a storm of joins
+is one segment, not one per join; each connection gets one write per batch.
+A connection that switches mode gets each line in the mode it had when the
+line was said. A reply to a connection goes out at once when nothing is
+queued at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -62,13 +63,24 @@ class Renderer(Protocol):
         ...
 
 
+#: The key of the audience of everyone registered.
+EVERYONE = "*"
+
+
 class _Segment:
     """Consecutive broadcasts to one audience, rendered once per variant."""
 
-    __slots__ = ("audience", "events", "filtered", "origin_set", "origins", "rendered", "whole")
+    __slots__ = ("ends", "events", "filtered", "key", "members", "origin_set", "origins",
+                 "rendered", "starts", "whole")
 
-    def __init__(self, audience: frozenset[Any]) -> None:
-        self.audience = audience
+    def __init__(self, key: str | None, members: Collection[Any]) -> None:
+        #: The audience's key (None: ``members`` is a fixed set, never extended).
+        self.key = key
+        #: Its members now (kept up to date by the chat; fixed when ``key`` is None).
+        self.members = members
+        #: Members that arrived (or left) during the segment, from (to) which event.
+        self.starts: dict[Any, int] = {}
+        self.ends: dict[Any, int] = {}
         self.events: list[ev.Event] = []
         #: The connection each event came from (not echoed to it in text mode), or None.
         self.origins: list[Any] = []
@@ -93,10 +105,13 @@ class _Reply:
 class _Batch:
     """One turn's output, and the mode switches made during it."""
 
-    __slots__ = ("history", "items", "last_id", "modes", "observed", "split", "waiters")
+    __slots__ = ("by_key", "history", "items", "last_id", "modes", "observed", "split",
+                 "waiters")
 
     def __init__(self) -> None:
         self.items: list[_Segment | _Reply] = []
+        #: The segments of each keyed audience, so a change of members finds them.
+        self.by_key: dict[str, list[_Segment]] = {}
         #: Connections that switched mode: [(from item index, mode), ...].
         self.modes: dict[Any, list[tuple[int, str]]] = {}
         #: A mode switch: the next broadcast starts a segment of its own.
@@ -130,7 +145,6 @@ class Delivery:
         self._coalesce = coalesce
         #: Who is registered: connection -> user, in order of arrival.
         self.members: dict[Peer, Any] = {}
-        self._everyone: frozenset[Any] | None = frozenset()
         #: Connections whose text lines carry their room (those in several rooms).
         self.tagged: set[Any] = set()
         self._open: _Batch | None = None
@@ -145,18 +159,27 @@ class Delivery:
 
     def add_member(self, peer: Peer, user: Any) -> None:
         self.members[peer] = user
-        self._everyone = None
+        self.joined(EVERYONE, peer)
 
     def remove_member(self, peer: Peer) -> None:
         if self.members.pop(peer, None) is not None:
-            self._everyone = None
+            self.left(EVERYONE, peer)
         self.tagged.discard(peer)
 
-    def everyone(self) -> frozenset[Any]:
-        """Every registered connection, as one set (rebuilt only after a change)."""
-        if self._everyone is None:
-            self._everyone = frozenset(self.members)
-        return self._everyone
+    def joined(self, key: str, peer: Any) -> None:
+        """``peer`` is now in audience ``key``: it hears what is said from now on."""
+        for batch in self._queued():
+            for segment in batch.by_key.get(key, ()):
+                if peer in segment.ends:  # back within one segment: start a new one
+                    batch.split = True
+                else:
+                    segment.starts[peer] = len(segment.events)
+
+    def left(self, key: str, peer: Any) -> None:
+        """``peer`` left audience ``key``: what was said before still reaches it."""
+        for batch in self._queued():
+            for segment in batch.by_key.get(key, ()):
+                segment.ends.setdefault(peer, len(segment.events))
 
     def mode_changed(self, peer: Peer, old: str) -> None:
         """``peer.mode`` just changed: what was made before stays in ``old``."""
@@ -169,18 +192,28 @@ class Delivery:
     # --- output ---
 
     def broadcast(
-        self, event: ev.Event, audience: frozenset[Any] | None = None, origin: Any = None
+        self,
+        event: ev.Event,
+        key: str | None = EVERYONE,
+        members: Collection[Any] | None = None,
+        origin: Any = None,
     ) -> None:
-        """``event`` to ``audience`` (everyone if None); ``origin``, the connection it
-        came from, hears it only if its mode echoes."""
-        audience = self.everyone() if audience is None else audience
+        """``event`` to the audience ``key`` (whose members are ``members``), or to
+        the fixed set ``members`` (``key`` None); ``origin``, the connection it came
+        from, hears it only if its mode echoes."""
+        members = self.members if members is None else members
         batch = self._batch()
         last = batch.items[-1] if batch.items else None
-        if isinstance(last, _Segment) and last.audience is audience and not batch.split:
+        if (
+            isinstance(last, _Segment) and key is not None and last.key == key
+            and not batch.split
+        ):
             segment = last
         else:
-            segment = _Segment(audience)
+            segment = _Segment(key, members)
             batch.items.append(segment)
+            if key is not None:
+                batch.by_key.setdefault(key, []).append(segment)
             batch.split = False
         segment.events.append(event)
         segment.origins.append(origin)
@@ -291,7 +324,7 @@ class Delivery:
         items = batch.items
         if len(items) == 1 and isinstance(items[0], _Segment) and not batch.modes:
             segment = items[0]  # the common case: one audience, no replies
-            for peer in segment.audience:
+            for peer in _recipients(segment):
                 _send(peer, self._part(segment, peer, peer.mode))
         else:
             out: dict[Any, list[bytes]] = {}
@@ -299,7 +332,7 @@ class Delivery:
                 if isinstance(item, _Reply):
                     out.setdefault(item.peer, []).append(item.data)
                     continue
-                for peer in item.audience:
+                for peer in _recipients(item):
                     data = self._part(item, peer, self._mode(batch, peer, index))
                     if data:
                         out.setdefault(peer, []).append(data)
@@ -318,17 +351,20 @@ class Delivery:
         return next(mode for at, mode in reversed(switches) if at <= index)
 
     def _part(self, segment: _Segment, peer: Any, mode: str) -> bytes:
-        """``segment`` as ``peer`` gets it: rendered once per variant, minus its own lines
-        where its mode does not echo them."""
+        """``segment`` as ``peer`` gets it: the events said while it was a member,
+        rendered once per variant, minus its own where its mode does not echo them."""
         tagged = peer in self.tagged
-        if peer in segment.origin_set and not self.renderers[mode].echo_own:
+        start = segment.starts.get(peer, 0)
+        end = segment.ends.get(peer, len(segment.events))
+        own = peer in segment.origin_set and not self.renderers[mode].echo_own
+        if own or start or end < len(segment.events):
             key = (peer, mode, tagged)
             data = segment.filtered.get(key)
             if data is None:
                 lines = self._lines(segment, mode, tagged)
                 data = segment.filtered[key] = b"".join(
-                    line for line, origin in zip(lines, segment.origins, strict=True)
-                    if origin is not peer
+                    lines[i] for i in range(start, end)
+                    if not (own and segment.origins[i] is peer)
                 )
             return data
         variant = (mode, tagged)
@@ -350,6 +386,17 @@ class Delivery:
                     self.log.failure("Rendering {type} failed", type=event.type)
                     out.append(b"")
         return out
+
+
+def _recipients(segment: _Segment) -> list[Any]:
+    """Its members now, and those who left during it (they still get what came before)."""
+    members = list(segment.members)
+    if segment.ends:
+        current = set(members) if not isinstance(segment.members, dict | set | frozenset) else (
+            segment.members
+        )
+        members += [p for p in segment.ends if p not in current]
+    return members
 
 
 def _send(peer: Any, data: bytes) -> None:

@@ -38,7 +38,7 @@ class RoomChat:
         if new:
             self.chat.greet(user, room)
             self.chat.broadcast(
-                self.chat.chat_event(ev.Join, user.name, room.name), room.audience, origin=user
+                self.chat.chat_event(ev.Join, user.name, room.name), room, origin=user
             )
         self._current(user)
         return None
@@ -53,7 +53,7 @@ class RoomChat:
 
     def _out(self, user: User, room: Room, reason: str) -> None:
         event = self.chat.chat_event(ev.Part, user.name, room.name, reason)
-        self.chat.broadcast(event, room.audience)  # the one who leaves sees it too
+        self.chat.broadcast(event, room)  # the one who leaves sees it too
         self.rooms.part(user, room)
         self.chat.rooms_changed(user)
         self._current(user)
@@ -77,7 +77,7 @@ class RoomChat:
         problem = self.rooms.set_topic(user, room, topic)
         if problem is None:
             event = self.chat.chat_event(ev.Topic, room.name, topic, user.name)
-            self.chat.broadcast(event, room.audience)
+            self.chat.broadcast(event, room)
         return problem
 
     def names(self, user: User, name: str | None, command: str) -> ev.Error | None:

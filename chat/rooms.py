@@ -7,9 +7,9 @@ in and the server may hold, who may set a topic (room operators, or anyone
 in a room that is not topic-locked), who may enter a private room (its
 invited), and who a room operator is (its creator, and whoever an operator
 makes one). Refusals are ``Error`` events holding a code and its values;
-events that others see are built by ``ChatService``. A room's ``audience``
-(its members' connections) is replaced on every change, never mutated, so a
-broadcast keeps exactly the members a line was said to.
+events that others see are built by ``ChatService``. Every change of a
+room's members is told to ``entered``/``exited`` (delivery keeps who heard
+what from them).
 """
 
 from __future__ import annotations
@@ -51,10 +51,9 @@ class Room:
     operators: set[str] = field(default_factory=set)
     #: Invitations: lower-case name -> when it lapses.
     invites: dict[str, float] = field(default_factory=dict)
-    #: Members in order of arrival.
+    #: Members in order of arrival, and their connections (the room's audience).
     members: dict[Any, None] = field(default_factory=dict)
-    #: The members' connections, as one immutable set (replaced on every change).
-    audience: frozenset[Any] = frozenset()
+    peers: dict[Any, None] = field(default_factory=dict)
     #: Whether anything was ever said here (an empty room with history stays).
     has_history: bool = False
     #: When the last minute's messages were said (for the console).
@@ -79,12 +78,17 @@ class Rooms:
         clock: IReactorTime,
         saved: Callable[[Room], object] = lambda room: None,
         deleted: Callable[[Room], object] = lambda room: None,
+        entered: Callable[[Room, Any], object] = lambda room, peer: None,
+        exited: Callable[[Room, Any], object] = lambda room, peer: None,
     ) -> None:
-        """``saved``/``deleted`` are told of every change worth keeping (the store)."""
+        """``saved``/``deleted`` are told of every change worth keeping (the store),
+        ``entered``/``exited`` of every connection that joins or leaves a room."""
         self.settings = settings
         self.clock = clock
         self._saved = saved
         self._deleted = deleted
+        self._entered = entered
+        self._exited = exited
         self.rooms: dict[str, Room] = {}
 
     def load(self, rooms: Iterable[Room]) -> None:
@@ -136,7 +140,8 @@ class Rooms:
             return ev.error("invite_only", "join", room=room.name)
         room.invites.pop(user.name.lower(), None)
         room.members[user] = None
-        room.audience = room.audience | {user.peer}
+        room.peers[user.peer] = None
+        self._entered(room, user.peer)
         user.rooms.append(room)
         user.current = room
         if created or room.private:
@@ -154,7 +159,8 @@ class Rooms:
     def part(self, user: Member, room: Room) -> None:
         """Take ``user`` out of ``room``; the current room becomes the latest joined of the rest."""
         room.members.pop(user, None)
-        room.audience = room.audience - {user.peer}
+        if room.peers.pop(user.peer, 0) is None:
+            self._exited(room, user.peer)
         if room in user.rooms:
             user.rooms.remove(room)
         if user.current is room:
@@ -175,10 +181,10 @@ class Rooms:
 
     def sharers(self, user: Member) -> frozenset[Any]:
         """The connections of everyone in a room with ``user`` (``user``'s own included)."""
-        out: frozenset[Any] = frozenset({user.peer})
+        out = {user.peer}
         for room in user.rooms:
-            out = out | room.audience
-        return out
+            out.update(room.peers)
+        return frozenset(out)
 
     def renamed(self, old: str, new: str) -> None:
         """A user's name changed: room operator rights and invitations follow it."""

@@ -102,7 +102,11 @@ class ChatService:
             clock, self.renderers, store.commit, store.last_id, coalesce=coalesce
         )
         settings = rooms or RoomSettings()
-        self.rooms = Rooms(settings, clock, store.save_room, store.delete_room)
+        self.rooms = Rooms(
+            settings, clock, store.save_room, store.delete_room,
+            lambda room, peer: self.delivery.joined(room.key, peer),
+            lambda room, peer: self.delivery.left(room.key, peer),
+        )
         self.rooms.load(store.load_rooms())
         self._arrival_rooms = (settings.default, *settings.autojoin)
         self._sessions: dict[str, User] = {}
@@ -120,11 +124,18 @@ class ChatService:
         self.delivery.reply(peer, event, viewer)
 
     def broadcast(
-        self, event: ev.Event, audience: frozenset[Peer] | None = None, origin: User | None = None
+        self, event: ev.Event, to: Room | frozenset[Peer] | None = None,
+        origin: User | None = None,
     ) -> None:
-        """``event`` to ``audience`` (everyone if None); ``origin`` hears it back only
-        if its mode echoes."""
-        self.delivery.broadcast(event, audience, origin.peer if origin else None)
+        """``event`` to a room's members, a fixed set of connections, or (None)
+        everyone; ``origin`` hears it back only if its mode echoes."""
+        peer = origin.peer if origin else None
+        if isinstance(to, Room):
+            self.delivery.broadcast(event, to.key, to.peers, peer)
+        elif to is None:
+            self.delivery.broadcast(event, origin=peer)
+        else:
+            self.delivery.broadcast(event, None, to, peer)
 
     def set_mode(self, peer: Peer, mode: str) -> None:
         """Switch ``peer`` to ``mode``; what was sent its way before stays in the old one."""
@@ -173,7 +184,7 @@ class ChatService:
             self.greet(user, room)
         for room in joined:
             self.broadcast(
-                self.chat_event(ev.Join, name, room.name, True), room.audience, origin=user
+                self.chat_event(ev.Join, name, room.name, True), room, origin=user
             )
         self.log.info("{name} joined from {address}", name=name, address=for_log(address))
         return user
@@ -235,7 +246,7 @@ class ChatService:
         self.store.remember(event)
         self.rooms.said(room)
         self.stats.messages += 1
-        self.broadcast(event, room.audience, origin=user)
+        self.broadcast(event, room, origin=user)
         return None
 
     def private(self, user: User, to: str, text: str) -> ev.Error | None:
@@ -271,7 +282,7 @@ class ChatService:
     def notice(self, text: str, room: Room | None = None) -> None:
         """A server notice to everyone, or to one room (the console's ``/say``, shutdown)."""
         event = self.chat_event(ev.Notice, clean(text), room.name if room else None)
-        self.broadcast(event, room.audience if room else None)
+        self.broadcast(event, room)
 
     def kick(self, name: str, reason: str) -> bool:
         user = self.registry.get(name)
@@ -321,4 +332,4 @@ class ChatService:
             ev.FileShared, user.name, info.file_id, info.name, info.size, info.crc32,
             info.sha256, info.url, info.room,
         )
-        self.broadcast(event, room.audience if room else None, origin=user)
+        self.broadcast(event, room, origin=user)

@@ -131,10 +131,10 @@ class Join(Command):
 
     @classmethod
     def parse(cls, args: str) -> Self:
-        words = args.split()
-        if len(words) != 1:
+        room = args.strip()  # all of it: "#a b" is a bad room name, not extra words
+        if not room:
             raise cls.usage_error()
-        return cls(words[0])
+        return cls(room)
 
 
 @dataclass(frozen=True, slots=True)
