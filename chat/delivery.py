@@ -323,19 +323,19 @@ class Delivery:
     def _deliver(self, batch: _Batch) -> None:
         items = batch.items
         if len(items) == 1 and isinstance(items[0], _Segment) and not batch.modes:
-            segment = items[0]  # the common case: one audience, no replies
-            for peer in _recipients(segment):
-                _send(peer, self._part(segment, peer, peer.mode))
+            self._fan(items[0], batch, 0, _send)  # the common case: one audience, no replies
         else:
             out: dict[Any, list[bytes]] = {}
+
+            def collect(peer: Any, data: bytes) -> None:
+                if data:
+                    out.setdefault(peer, []).append(data)
+
             for index, item in enumerate(items):
                 if isinstance(item, _Reply):
                     out.setdefault(item.peer, []).append(item.data)
-                    continue
-                for peer in _recipients(item):
-                    data = self._part(item, peer, self._mode(batch, peer, index))
-                    if data:
-                        out.setdefault(peer, []).append(data)
+                else:
+                    self._fan(item, batch, index, collect)
             for peer, parts in out.items():
                 _send(peer, b"".join(parts))
         for waiter in batch.waiters:
@@ -343,6 +343,27 @@ class Delivery:
         for event in batch.observed:
             for observer in self.observers:
                 observer(event)
+
+    def _fan(
+        self, segment: _Segment, batch: _Batch, index: int, emit: Callable[[Any, bytes], None]
+    ) -> None:
+        """Hand ``segment`` to each of its recipients, as that recipient gets it.
+
+        Most recipients get one of a few shared renderings; only those whose
+        window or own lines differ (``special``) cost more than two lookups.
+        """
+        special = segment.starts.keys() | segment.ends.keys() | segment.origin_set
+        special |= batch.modes.keys()
+        tagged, whole = self.tagged, segment.whole
+        for peer in _recipients(segment):
+            if peer in special:
+                emit(peer, self._part(segment, peer, self._mode(batch, peer, index)))
+                continue
+            variant = (peer.mode, peer in tagged)
+            data = whole.get(variant)
+            if data is None:
+                data = whole[variant] = b"".join(self._lines(segment, *variant))
+            emit(peer, data)
 
     def _mode(self, batch: _Batch, peer: Any, index: int) -> str:
         switches = batch.modes.get(peer)

@@ -66,8 +66,9 @@ class RoomChat:
         return self.chat.say(user, text, room)
 
     def topic(self, user: User, name: str | None, text: str | None) -> ev.Error | None:
-        """``/topic [ROOM] [TEXT]``: show it, or set it for everyone in the room."""
-        room = self.rooms.resolve(user, name, "topic")
+        """``/topic [ROOM] [TEXT]``: show it (any room you may see), or set it for
+        everyone in the room (a room you are in)."""
+        room = self.rooms.resolve(user, name, "topic", outside=text is None)
         if isinstance(room, ev.Error):
             return room
         if text is None:
@@ -82,7 +83,7 @@ class RoomChat:
 
     def names(self, user: User, name: str | None, command: str) -> ev.Error | None:
         """``/names [ROOM]`` and ``/who ROOM``: a room's members with their idle times."""
-        room = self.rooms.resolve(user, name, command)
+        room = self.rooms.resolve(user, name, command, outside=True)
         if isinstance(room, ev.Error):
             return room
         self.chat.reply(user.peer, ev.Names(room.name, self.chat.participants(room.members)))

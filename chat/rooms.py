@@ -99,8 +99,14 @@ class Rooms:
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name.lower())
 
-    def resolve(self, user: Member, name: str | None, command: str) -> Room | ev.Error:
-        """The room ``name`` (the current one if None) that ``user`` is in, or why not."""
+    def resolve(
+        self, user: Member, name: str | None, command: str, *, outside: bool = False
+    ) -> Room | ev.Error:
+        """The room ``name`` (the current one if None) that ``user`` is in, or why not.
+
+        ``outside``: a public room will do from outside too (to look at it); a
+        private one is then as good as missing.
+        """
         if name is None:
             if user.current is None:
                 return ev.error("not_in_room", command)
@@ -108,9 +114,9 @@ class Rooms:
         if room_name_problem(name):
             return ev.error("bad_room_name", command, room=name[:40])
         room = self.get(name)
-        if room is None:
+        if room is None or (outside and room.private and user not in room.members):
             return ev.error("no_such_room", command, room=name)
-        if user not in room.members:
+        if user not in room.members and not outside:
             return ev.error("not_in_room", command, room=room.name)
         return room
 
@@ -138,7 +144,6 @@ class Rooms:
             self.rooms[room.key] = room
         elif room.private and not self._may_enter(user, room):
             return ev.error("invite_only", "join", room=room.name)
-        room.invites.pop(user.name.lower(), None)
         room.members[user] = None
         room.peers[user.peer] = None
         self._entered(room, user.peer)

@@ -4,8 +4,8 @@ Message pane (left), people (right, hidden on narrow screens or with F2),
 status bar (server, connection and lag, name, highlights, transfers; the
 clock on the right), input line. The pane is a small ``UIControl`` that
 draws exactly the rows ``Pane.screen`` lays out — wrapped by display width,
-the pane always full — so prompt_toolkit never wraps or scrolls it itself.
-While reading back, a bar under the pane counts what arrived below. A paste
+the pane always full, and while reading back a bar at the bottom counting
+what arrived below — so prompt_toolkit never wraps or scrolls it. A paste
 of several lines turns the input line into a question. The terminal bell
 rings for highlights and the title counts those not yet seen; where the
 terminal reports focus, leaving it counts as not looking. All text is
@@ -37,7 +37,6 @@ from prompt_toolkit.layout.dimension import Dimension
 from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.output import Output
 
-from chat.units import plural
 from client_tui.completion import ChatCompleter
 from client_tui.format import nick_style, screen_text
 from client_tui.pane import Pane
@@ -90,15 +89,6 @@ def people_fragments(session: ChatSession) -> Fragments:
     return frags
 
 
-def below_fragments(pane: Pane) -> Fragments:
-    """The bar under the pane while reading back."""
-    if not pane.unread:
-        return [("class:more", " \u2193 reading back \u00b7 End or PageDown: the newest ")]
-    hl = f", {plural(pane.unread_highlights, 'highlight')}" if pane.unread_highlights else ""
-    return [("class:more",
-             f" \u2193 {plural(pane.unread, 'new message')} below{hl} \u00b7 PageDown / End ")]
-
-
 def build_app(
     session: ChatSession,
     input: Input | None = None,
@@ -128,12 +118,15 @@ def build_app(
     pane = session.pane
     columns = [80]  # the screen's width at the last layout
 
+    narrow = Condition(lambda: columns[0] < PEOPLE_MIN_WIDTH)
+
     def status() -> Fragments:
         style = "class:status.down" if session.state == "disconnected" else "class:status"
-        here = ""
+        # Narrow: the server and the clock give way to what changes.
+        text = session.status_text(server=not narrow())
         if not session.people_visible:
-            here = f" | {len(session.participants)} here"
-        return [(style, " " + screen_text(session.status_text()) + here + " ")]
+            text += f" | {len(session.participants)} here"
+        return [(style, " " + screen_text(text) + " ")]
 
     def clock() -> Fragments:
         return [("class:status.clock", f" {session.clock_text()} ")]
@@ -143,7 +136,7 @@ def build_app(
             return [("class:question", session.commands.paste.question() + " ")]
         if session.state == "naming":
             return [("class:prompt", "name> ")]
-        return [("class:prompt", f"[{screen_text(session.me or '?')}] ")]
+        return [("class:prompt", f"[{screen_text(session.me or session.name or '?')}] ")]
 
     def show_people() -> bool:
         visible = session.show_people
@@ -155,12 +148,7 @@ def build_app(
     asking = Condition(lambda: session.commands.paste is not None)
     body = VSplit(
         [
-            HSplit([
-                Window(MessageControl(pane), wrap_lines=False, always_hide_cursor=True),
-                ConditionalContainer(Window(FormattedTextControl(lambda: below_fragments(pane)),
-                                            height=1),
-                                     filter=Condition(lambda: pane.reading_back)),
-            ]),
+            Window(MessageControl(pane), wrap_lines=False, always_hide_cursor=True),
             ConditionalContainer(
                 VSplit([
                     Window(width=1, char="\u2502", style="class:separator"),
@@ -173,7 +161,8 @@ def build_app(
     )
     input_row = VSplit(
         [
-            Window(FormattedTextControl(prompt), dont_extend_width=True, wrap_lines=True),
+            Window(FormattedTextControl(prompt), dont_extend_width=True, wrap_lines=True,
+                   dont_extend_height=True),
             ConditionalContainer(
                 Window(BufferControl(input_buffer), wrap_lines=True,
                        height=Dimension(min=1, max=5), dont_extend_height=True),
@@ -183,8 +172,9 @@ def build_app(
     )
     status_row = VSplit([
         Window(FormattedTextControl(status), height=1, style="class:status"),
-        Window(FormattedTextControl(clock), height=1, dont_extend_width=True,
-               style="class:status"),
+        ConditionalContainer(Window(FormattedTextControl(clock), height=1,
+                                    dont_extend_width=True, style="class:status"),
+                             filter=~narrow),
     ])
     root = FloatContainer(
         HSplit([body, status_row, input_row]),

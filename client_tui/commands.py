@@ -174,8 +174,10 @@ class CommandLine:
     def help(self, args: str) -> None:
         pane = self.session.pane
         pane.info("Commands:")
-        for usage, summary in (*command_table().values(), ESCAPE_HELP, *KEYS_HELP):
-            pane.info(f"  {usage:<24} {summary}")
+        rows = [*command_table().values(), ESCAPE_HELP, *KEYS_HELP]
+        width = max(len(usage) for usage, _ in rows)
+        for usage, summary in rows:
+            pane.info(f"  {usage:<{width}}  {summary}")
 
     @local("/history [N | after ID]",
            "the last N messages, or those after message ID, merged where they belong")

@@ -2,14 +2,15 @@
 
 The server answers a connection's lines in order, so ``history`` replies
 come back in the order the requests went out: a queue of what each was for
-tells them apart. The first reply after ``welcome`` is the server's own
-replay of the last messages; on a reconnect it is skipped, and the client
-asks ``/history after ID`` (ID: the last event it saw) for exactly what was
-said while it was away. A ``/history`` the user types is merged where its
-messages belong and brought into view. Every request also times its answer,
-and a quiet ``/history after ID`` every ``PROBE_INTERVAL`` seconds keeps
-that round trip — the lag in the status bar — current (it costs the server
-one line and returns nothing new unless something is on its way).
+tells them apart, and the server's own replays of recent messages (one
+follows each ``participants``) come before any answer. On a reconnect those
+replays are skipped: the client asks ``/history after ID`` (ID: the last
+event it saw) for exactly what was said while it was away. A ``/history``
+the user types is merged where its messages belong and brought into view.
+Every request also times its answer, and a quiet ``/history after ID``
+every ``PROBE_INTERVAL`` seconds keeps that round trip — the lag in the
+status bar — current (it costs the server one line and returns nothing new
+unless something is on its way).
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ class HistoryFlow:
         self.send = send
         self.merge = merge
         self.pending: deque[Request] = deque()
-        self.replay_next = False
-        self.skip_replay = False
+        #: replays announced (a ``participants`` comes before each) and not yet here
+        self.replays = 0
+        #: the replays that come with a reconnect are skipped: ``missed`` has it all
+        self.skip_replays = False
         #: the highest event id seen: where a catch-up starts
         self.last_id: int | None = None
         #: the last round trip, in seconds
@@ -82,9 +85,9 @@ class HistoryFlow:
             self.last_id = event_id
 
     def welcome(self, reconnect: bool) -> None:
-        """Registered: the replay comes next; after an outage, ask for what was missed."""
+        """Registered; after an outage, ask for what was missed."""
         self.pending.clear()
-        self.replay_next, self.skip_replay = True, reconnect
+        self.replays, self.skip_replays = 0, reconnect
         if reconnect and self.last_id is not None:
             self._ask("missed", f"after {self.last_id}")
         else:
@@ -92,9 +95,13 @@ class HistoryFlow:
         if not self._probe.running:
             self._probe.start(PROBE_INTERVAL, now=False)
 
+    def greeted(self) -> None:
+        """A ``participants``: the server's replay of recent messages follows it."""
+        self.replays += 1
+
     def lost(self) -> None:
         self.pending.clear()
-        self.replay_next = False
+        self.replays = 0
         self.lag = None
         if self._probe.running:
             self._probe.stop()
@@ -124,11 +131,12 @@ class HistoryFlow:
             self.pending.popleft()
 
     def reply(self, event: ev.History) -> None:
-        if self.replay_next:
-            self.replay_next = False
-            if not self.skip_replay:
+        if self.replays:
+            self.replays -= 1
+            if not self.skip_replays:
                 self.merge(event.messages, REPLAY)
             return
+        self.skip_replays = False  # the answers to this connection's requests begin
         request = self.pending.popleft() if self.pending else Request("user")
         if request.sent is not None:
             self.lag = self.clock.seconds() - request.sent

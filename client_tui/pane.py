@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from chat.units import plural
 from client_tui.format import Line, error_line, info_line
 from client_tui.scrollback import SCROLLBACK, Scrollback
 from client_tui.view import View
-from client_tui.wrap import Fragments
+from client_tui.wrap import Fragments, cells
 
 
 class Pane:
@@ -132,4 +133,18 @@ class Pane:
         self._moved()
 
     def screen(self, width: int, height: int) -> list[Fragments]:
-        return self.view.screen(width, height)
+        """The pane's rows: the conversation, and while reading back a bar under it."""
+        rows = self.view.screen(width, height)
+        if self.reading_back and height >= 2:
+            rows += [[]] * (self.view.reading_rows - len(rows)) + [self.bar()]
+        return rows
+
+    def bar(self) -> Fragments:
+        """What waits below while reading back, and how to get there."""
+        if not self.unread:
+            text = " \u2193 reading back \u00b7 End or PageDown: the newest "
+        else:
+            hl = (f", {plural(self.unread_highlights, 'highlight')}"
+                  if self.unread_highlights else "")
+            text = f" \u2193 {plural(self.unread, 'new message')} below{hl} \u00b7 PageDown / End "
+        return [("class:more", text + " " * max(0, self.view.width - cells(text)))]

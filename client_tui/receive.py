@@ -106,6 +106,7 @@ class Receiver:
     @handle.register
     def _participants(self, event: ev.Participants) -> None:
         self.session.participants = list(event.names)
+        self.session.history.greeted()
         self.session.changed()
 
     @handle.register

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -53,6 +53,23 @@ class Options:
     log: ChatLog | None = None
     #: ``Settings(None)`` keeps the ignore list in memory only
     settings: Settings = field(default_factory=lambda: Settings(None))
+
+
+def _why(failure: Failure) -> str:
+    """A connection failure in a few words (Twisted's own are long)."""
+    for kind, words in _FAILURES:
+        if failure.check(kind):
+            return words
+    return failure.getErrorMessage()
+
+
+_FAILURES: tuple[tuple[type[Exception], str], ...] = (
+    (error.ConnectionRefusedError, "connection refused"),
+    (error.ConnectionDone, "closed by the server"),
+    (error.ConnectionLost, "connection lost"),
+    (error.TimeoutError, "timed out"),
+    (error.DNSLookupError, "no such host"),
+)
 
 
 def lag_text(seconds: float) -> str:
@@ -147,7 +164,7 @@ class ChatSession:
             self._finish()
             return
         self.state = "disconnected"
-        self._outage(failure.getErrorMessage(), "Cannot connect to")
+        self._outage(_why(failure), "Cannot connect to")
 
     def _outage(self, why: str, verb: str) -> None:
         """Say once per outage that the connection is down, then retry (quietly)."""
@@ -185,7 +202,7 @@ class ChatSession:
             self.outage_reported = False  # a new outage
         self.state = "disconnected"
         self.me = None
-        why = f"the server said: {self.goodbye}" if self.goodbye else reason.getErrorMessage()
+        why = f"the server said: {self.goodbye}" if self.goodbye else _why(reason)
         self._outage(why, "Lost the connection to")
 
     def choose_name(self, name: str) -> None:
@@ -327,7 +344,8 @@ class ChatSession:
 
     # --- status bar and title ---
 
-    def status_text(self) -> str:
+    def status_text(self, server: bool = True) -> str:
+        """The status bar's words (``server=False``: without the server, for narrow screens)."""
         state = self.state
         if state == "disconnected":
             state = f"disconnected ({self.last_error})" if self.last_error else state
@@ -335,7 +353,8 @@ class ChatSession:
                 state += f", retrying in {self.retry_in():.0f}s"
         elif state == "online" and (lag := self.history.lag_now()) is not None:
             state = f"online, lag {lag_text(lag)}"
-        parts = [self.server_label, state, self.me or self.name or "(no name)"]
+        parts = [self.server_label] if server else []
+        parts += [state, self.me or self.name or "(no name)"]
         if self.pane.unread_highlights:
             parts.append(plural(self.pane.unread_highlights, "highlight"))
         if waiting := self.outbox.waiting():

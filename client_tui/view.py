@@ -8,8 +8,9 @@ back, it shows the rows that end at the *anchor* (a line and a row in its
 block), so new lines do not move the view and neither do lines placed above
 it. Every move is in rows (PageUp/PageDown one pane less a row), and the
 anchor never rests where the pane would be part empty: the pane is always
-filled with whole rows from the bottom. When the top row shown is the
-middle of a message, it gives way to a marker saying how much is above.
+filled with whole rows from the bottom. While reading back the pane's last
+row is left for a bar (the ``Pane`` draws it). When the top row shown is
+the middle of a message, it gives way to a marker saying how much is above.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ class View:
             count += len(self.block(i))
         return min(count, most)
 
+    @property
+    def reading_rows(self) -> int:
+        """Rows of conversation while reading back: the last row of the pane is the bar."""
+        return max(1, self.height - 1)
+
     def _settle(self, pos: Position | None) -> None:
         """Anchor at ``pos``, or follow the end if ``pos`` is (past) the last row.
 
@@ -109,8 +115,9 @@ class View:
         the pane is full: the top of the scrollback fills the pane.
         """
         end = self._end()
-        if pos is not None and self._rows_above(pos, self.height - 1) < self.height - 1:
-            pos = self._forward((0, 0), self.height - 1)
+        full = self.reading_rows - 1
+        if pos is not None and self._rows_above(pos, full) < full:
+            pos = self._forward((0, 0), full)
         if pos is None or end is None or pos >= end:
             self.anchor = None
         else:
@@ -120,7 +127,8 @@ class View:
 
     @property
     def page(self) -> int:
-        return max(1, self.height - 1)
+        """One pane less a row: the row at one edge stays in view, for context."""
+        return max(1, self.reading_rows - 1)
 
     def up(self, rows: int) -> None:
         pos = self.bottom()
@@ -134,7 +142,7 @@ class View:
 
     def home(self) -> None:
         if len(self.scrollback):
-            self._settle(self._forward((0, 0), self.height - 1))
+            self._settle(self._forward((0, 0), self.reading_rows - 1))
 
     def end(self) -> None:
         self.anchor = None
@@ -143,16 +151,18 @@ class View:
         """Bring ``line`` to the top of the pane (or as near as the end allows)."""
         i = self.scrollback.index(line)
         if i is not None:
-            self._settle(self._forward((i, 0), self.height - 1))
+            self._settle(self._forward((i, 0), self.reading_rows - 1))
 
     # --- drawing ---
 
     def screen(self, width: int, height: int) -> list[Fragments]:
-        """The rows to draw in a ``width`` x ``height`` pane, top first (at most ``height``).
+        """The conversation's rows for a ``width`` x ``height`` pane, top first.
 
-        Fewer rows than ``height`` only when the whole conversation is shorter.
+        As many as fit (``reading_rows`` while reading back); fewer only when
+        the whole conversation is shorter.
         """
         self.width, self.height = max(1, width), max(1, height)
+        want = self.height if self.anchor is None else self.reading_rows
         pos = self.bottom()
         if pos is None:
             return []
@@ -160,23 +170,23 @@ class View:
         blocks = [self.block(i)[: r + 1]]
         count = len(blocks[0])
         top = i
-        while count < self.height and top > 0:
+        while count < want and top > 0:
             top -= 1
             blocks.append(self.block(top))
             count += len(blocks[-1])
         rows = [row for block in reversed(blocks) for row in block]
-        if count < self.height and self.anchor is not None:
-            rows += self._below(pos, self.height - count)  # e.g. the pane grew taller
-        if len(rows) <= self.height:
+        if count < want and self.anchor is not None:
+            rows += self._below(pos, want - count)  # e.g. the pane grew taller
+        if len(rows) <= want:
             return rows
-        cut = len(rows) - self.height  # rows of the top block above the pane
+        cut = len(rows) - want  # rows of the top block above the pane
         own_rows = len(self.scrollback.lines[top].rows(self.width))
         hidden = cut - (len(self.block(top)) - own_rows)  # past the date rule and marker
         rows = rows[cut:]
-        if hidden > 0 and self.height >= 3:
+        if hidden > 0 and want >= 3:
             # The top row is the middle of a message: say so, in place of one more row.
-            rows[0] = rule(f"\u25b2 {hidden + 1} more rows of this message above \u25b2",
-                           self.width, "class:continued")
+            rows[0] = rule(f"\u25b2 {hidden + 1} more rows above \u25b2", self.width,
+                           "class:continued")
         return rows
 
     def _below(self, pos: Position, want: int) -> list[Fragments]:

@@ -191,3 +191,34 @@ def test_operators_and_invitations_follow_a_nick(mem: MemoryServer) -> None:
     assert alice.lines()[-1] == "-- #ops is now invite-only."
     user: User = mem.service.registry.get("ally")  # type: ignore[assignment]
     assert mem.service.rooms.is_operator(user, user.current)  # type: ignore[arg-type]
+
+
+def test_an_invitation_lets_its_holder_in_again_for_a_day() -> None:
+    clock = task.Clock()
+    rooms = Rooms(RoomSettings(), clock)
+    alice, bob = Someone("alice"), Someone("bob")
+    staff, _ = rooms.join(alice, "#staff")  # type: ignore[misc]
+    rooms.set_flag(alice, staff, "private", True)
+    rooms.invite(alice, "bob", staff)
+    rooms.join(bob, "#staff")
+    rooms.part(bob, staff)
+    assert rooms.join(bob, "#staff") == (staff, True)
+
+
+def test_a_public_room_can_be_looked_at_from_outside_a_private_one_cannot(
+    mem: MemoryServer,
+) -> None:
+    alice, bob = people(mem, "alice", "bob")
+    alice.line("/join #pub")
+    alice.line("/topic #pub open to all")
+    alice.line("/join #hidden")
+    alice.line("/private on")
+    bob.take()
+    bob.line("/names #pub")
+    assert bob.lines() == ["-- #pub (1):", "--   alice  (idle 0s)"]
+    bob.line("/topic #pub")
+    assert bob.lines() == ["-- Topic of #pub: open to all"]
+    bob.line("/names #hidden")
+    assert bob.lines() == ["!! There is no room #hidden."]
+    bob.line("/topic #pub mine now")
+    assert bob.lines() == ["!! You are not in #pub."]

@@ -128,7 +128,7 @@ def test_send_get_and_cancel(real: RealServer, drivers: list[TuiDriver], tmp_pat
     assert stored.read_bytes() == payload
     snap = tui.wait(line="missing.txt failed: No such file", idle=True)
     assert any("Sent notes file.bin" in ln for ln in snap["lines"])
-    tui.wait(line=r"shared notes file\.bin \(300\.0 KiB\) id " + shared["file_id"])
+    tui.wait(line=r"shared notes file\.bin \(300\.0 KiB\): /get " + shared["file_id"])
     tui.type("/files")
     tui.wait(line=shared["file_id"] + r"  notes file\.bin  \(300\.0 KiB, from alice\)$")
 

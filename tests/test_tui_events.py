@@ -11,6 +11,7 @@ the client's own commands.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -264,8 +265,9 @@ def help_rows() -> list[tuple[str, str]]:
     s.commands.submit("/help")
     texts = pane_texts(s)
     assert texts[0] == "Commands:"
-    # "  USAGE (padded to 24)  SUMMARY"
-    return [(t[2:26].rstrip(), t[27:]) for t in texts[1:]]
+    # "  USAGE  SUMMARY": usages are padded to one width, at least two spaces after
+    rows = [re.fullmatch(r"  (.*?)  +(.*)", t) for t in texts[1:]]
+    return [(m[1], m[2]) for m in rows if m]
 
 
 def help_verbs() -> list[str]:

@@ -6,17 +6,25 @@ driver one JSON command per line and reads the answer with a deadline
 the condition holds and fails the test with the last snapshot when it does
 not. ``FakeConn``, ``FakeEndpoint`` and ``online`` let unit tests run a
 ``ChatSession`` on a ``task.Clock`` with typed events and no sockets.
+``Tmux`` runs the real ``chat-tui`` in a real terminal and reads its screen
+(and, with ``record``, every byte it writes); ``ScriptedServer`` is a JSON
+server that says exactly what a test tells it to.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +185,162 @@ def online(session: ChatSession, conn: FakeConn, history: list[ev.Event]) -> Non
         ev.History(tuple(history), 20),
     ):
         session.event(conn, event)  # type: ignore[arg-type]
+
+
+# --- the real client in a real terminal ---
+
+#: Where an OSC sequence (a title, say) ends with BEL; what is left of BEL after them is a bell.
+OSC = re.compile(rb"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
+def tui_command(port: int, *args: str, config: Path) -> str:
+    """The shell command that runs this tree's ``chat-tui`` (``python -m client_tui``)."""
+    root = Path(__file__).resolve().parent.parent
+    env = (f"PYTHONPATH={shlex.quote(str(root))}{os.pathsep}$PYTHONPATH "
+           f"XDG_CONFIG_HOME={shlex.quote(str(config))}")
+    words = " ".join(shlex.quote(a) for a in args)
+    return f"env {env} {shlex.quote(sys.executable)} -m client_tui 127.0.0.1:{port} {words}"
+
+
+class Tmux:
+    """A private tmux server: windows that run programs, keys in, screens out.
+
+    ``capture-pane`` reads a window's screen as text; ``wait_for`` polls it
+    with a deadline (tmux offers no change notification to wait on).
+    """
+
+    def __init__(self) -> None:
+        self.socket = f"chat-tui-test-{uuid.uuid4().hex[:8]}"
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(["tmux", "-L", self.socket, *args], check=True,
+                             capture_output=True, text=True, timeout=DEADLINE)
+        return out.stdout
+
+    def start(self, command: str, cwd: Path, width: int = 100, height: int = 30,
+              window: str = "client") -> None:
+        self.run("new-session", "-d", "-s", "t", "-n", window, "-x", str(width),
+                 "-y", str(height), "-c", str(cwd),
+                 # keep the window after the program exits, to read its last screen
+                 command + "; echo CLIENT-EXITED $?; sleep 60")
+
+    def window(self, name: str, command: str) -> None:
+        """Another program in a window of its own (a telnet user, say)."""
+        self.run("new-window", "-d", "-t", "t:", "-n", name, command + "; sleep 60")
+
+    def keys(self, *keys: str, window: str = "client") -> None:
+        self.run("send-keys", "-t", f"t:{window}", *keys)
+
+    def type(self, text: str, window: str = "client") -> None:
+        """``text`` typed literally (no key names), then Enter."""
+        self.run("send-keys", "-t", f"t:{window}", "-l", text)
+        self.run("send-keys", "-t", f"t:{window}", "Enter")
+
+    def screen(self, window: str = "client", escapes: bool = False) -> str:
+        return self.run("capture-pane", "-p", *(["-e"] if escapes else []), "-t", f"t:{window}")
+
+    def wait_for(self, text: str, timeout: float = DEADLINE, window: str = "client") -> str:
+        return self.wait_until(lambda screen: text in screen, repr(text), timeout, window)
+
+    def wait_until(self, ok: Callable[[str], bool], what: str, timeout: float = DEADLINE,
+                   window: str = "client") -> str:
+        end = time.monotonic() + timeout
+        while True:
+            screen = self.screen(window)
+            if ok(screen):
+                return screen
+            if time.monotonic() > end:
+                raise AssertionError(f"{what} never appeared on screen:\n{screen}")
+            time.sleep(0.05)  # screen polling: see the class docstring
+
+    def settled(self, screen: str, window: str = "client") -> str:
+        """The screen once a read agrees with the one before it (a redraw is complete)."""
+        end = time.monotonic() + DEADLINE
+        while True:
+            time.sleep(0.05)  # screen polling: see the class docstring
+            again = self.screen(window)
+            if again == screen:
+                return screen
+            if time.monotonic() > end:
+                raise AssertionError(f"the screen never settled:\n{again}")
+            screen = again
+
+    def resize(self, width: int, height: int, window: str = "client") -> None:
+        self.run("resize-window", "-t", f"t:{window}", "-x", str(width), "-y", str(height))
+
+    def paste(self, text: str, window: str = "client") -> None:
+        """``text`` pasted as a terminal pastes it: in bracketed-paste markers (``-p``),
+        when the program asked for them, with each LF sent as CR."""
+        self.run("set-buffer", "-b", "clip", "--", text)
+        self.run("paste-buffer", "-p", "-d", "-b", "clip", "-t", f"t:{window}")
+
+    def record(self, path: Path, window: str = "client") -> None:
+        """Append every byte the program writes to its terminal to ``path``."""
+        self.run("pipe-pane", "-O", "-t", f"t:{window}", f"cat >> {shlex.quote(str(path))}")
+
+    def title(self, window: str = "client") -> str:
+        return self.run("display-message", "-p", "-t", f"t:{window}", "#{pane_title}").strip()
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
+                       timeout=DEADLINE)
+
+
+def pane_rows(screen: str, height: int) -> list[str]:
+    """The message pane's rows on a captured screen: all but the status and input rows,
+    and only left of the people list's separator."""
+    rows = (screen.split("\n") + [""] * height)[: height - 2]
+    return [row.split("\u2502")[0].rstrip() for row in rows]
+
+
+def bells(output: bytes) -> int:
+    """Bells (BEL bytes) a program wrote, not counting those that end a title (OSC)."""
+    return OSC.sub(b"", output).count(b"\x07")
+
+
+# --- a server that says what a test tells it to ---
+
+
+class ScriptedServer:
+    """One JSON connection on a loopback port, driven line by line by the test.
+
+    For what a real server cannot be made to do on demand, such as history
+    from yesterday. Reads are deadline-bound.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conn: socket.socket | None = None
+        self.buf = b""
+
+    def accept(self, timeout: float = DEADLINE) -> None:
+        self.listener.settimeout(timeout)
+        self.conn, _ = self.listener.accept()
+
+    def read_line(self, timeout: float = DEADLINE) -> str:
+        assert self.conn is not None
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or not readable(self.conn.fileno(), left):
+                raise AssertionError(f"the client said nothing within {timeout}s")
+            chunk = self.conn.recv(65536)
+            if not chunk:
+                raise EOFError("the client closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode("utf-8")
+
+    def expect(self, text: str) -> None:
+        line = self.read_line()
+        assert line == text, (line, text)
+
+    def send(self, *events: ev.Event) -> None:
+        assert self.conn is not None
+        self.conn.sendall(b"".join(json.dumps(e.as_json()).encode() + b"\r\n" for e in events))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
