@@ -4,7 +4,9 @@ Twisted runs on prompt_toolkit's asyncio loop: the asyncio reactor is
 installed on a fresh loop before anything imports ``twisted.internet.reactor``
 (which is why the Twisted imports here are inside functions), then
 ``task.react`` runs the reactor and awaits ``Application.run_async()`` on the
-same loop. There are no networking threads.
+same loop. There are no networking threads. Options override the settings
+file (``$XDG_CONFIG_HOME/lanchat/tui.toml``): ``--no-bell``, ``--paste``,
+``--log``.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ async def run(reactor: Any, session: Any, app: Any) -> None:
     """Start the session, run the app until the session is done."""
     from twisted.internet.defer import Deferred
 
+    from client_tui.app import restore_terminal
+
     def leave(_: object) -> None:
         if app.is_running and not app.future.done():
             app.exit()
@@ -112,7 +116,10 @@ async def run(reactor: Any, session: Any, app: Any) -> None:
     session.done.addCallback(leave)
     future = asyncio.ensure_future(app.run_async())
     session.start()
-    await Deferred.fromFuture(future)
+    try:
+        await Deferred.fromFuture(future)
+    finally:
+        restore_terminal(app)
 
 
 def install_reactor() -> Any:

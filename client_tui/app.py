@@ -118,18 +118,22 @@ def build_app(
     pane = session.pane
     columns = [80]  # the screen's width at the last layout
 
-    narrow = Condition(lambda: columns[0] < PEOPLE_MIN_WIDTH)
+    def status_words() -> str:
+        # Narrow, the server's name gives way to what changes.
+        text = session.status_text(server=columns[0] >= PEOPLE_MIN_WIDTH)
+        if not session.people_visible:
+            text += f" | {len(session.participants)} here"
+        return " " + screen_text(text) + " "
 
     def status() -> Fragments:
         style = "class:status.down" if session.state == "disconnected" else "class:status"
-        # Narrow: the server and the clock give way to what changes.
-        text = session.status_text(server=not narrow())
-        if not session.people_visible:
-            text += f" | {len(session.participants)} here"
-        return [(style, " " + screen_text(text) + " ")]
+        return [(style, status_words())]
 
     def clock() -> Fragments:
         return [("class:status.clock", f" {session.clock_text()} ")]
+
+    # The clock only where the status leaves room for it.
+    clock_fits = Condition(lambda: cells(status_words()) + 7 <= columns[0])
 
     def prompt() -> Fragments:
         if session.commands.paste is not None:
@@ -174,7 +178,7 @@ def build_app(
         Window(FormattedTextControl(status), height=1, style="class:status"),
         ConditionalContainer(Window(FormattedTextControl(clock), height=1,
                                     dont_extend_width=True, style="class:status"),
-                             filter=~narrow),
+                             filter=clock_fits),
     ])
     root = FloatContainer(
         HSplit([body, status_row, input_row]),
@@ -220,16 +224,15 @@ def build_app(
     session.on_change = changed
     session.attention.ring = ring
     session.input_text = lambda: input_buffer.text
-    session.done.addBoth(lambda _: _leave_terminal(app))
     return app
 
 
-def _leave_terminal(app: Application[None]) -> None:
-    """Focus reports off and the title cleared, before the shell gets the terminal back."""
-    if app.is_running:
-        app.output.write_raw(FOCUS_OFF)
-        app.output.clear_title()
-        app.output.flush()
+def restore_terminal(app: Application[None]) -> None:
+    """Focus reports off and the title cleared, as the shell gets the terminal back
+    (however the application ended)."""
+    app.output.write_raw(FOCUS_OFF)
+    app.output.clear_title()
+    app.output.flush()
 
 
 def key_bindings(session: ChatSession, asking: Condition) -> KeyBindings:

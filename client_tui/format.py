@@ -1,11 +1,15 @@
-"""Turning typed server events into screen lines: fragments, nick colours, progress.
+"""Turning typed server events into conversation lines: fragments, styles, progress.
 
 Everything here is pure (no reactor, no terminal), so it is unit-tested on its
-own. A screen line is a list of ``(style, text)`` fragments; text that came
+own. A ``Line`` is a list of ``(style, text)`` fragments with what the pane
+needs to place and wrap it: the server's event id and time, and the width of
+its head (time and nick), under which its wrapped rows start. Text that came
 from the server or another user only ever appears as the *text* half of a
 fragment, after ``screen_text()`` has replaced control characters, so a
-hostile message or file name cannot drive the terminal. Nothing is passed
-through prompt_toolkit's ``ANSI()`` or ``HTML()`` parsers. Sizes are
+hostile message or file name cannot drive the terminal; nothing is passed
+through prompt_toolkit's ``ANSI()`` or ``HTML()`` parsers. Lines carry style
+classes only: a nick's colour slot (``class:nick.7``; your own name
+``class:nick.self``), a highlight, a web address. Sizes are
 ``chat.units.human_size``, as the server words them; ``clock_duration`` is
 the client's own ``0:07`` style for transfer times.
 """
@@ -74,12 +78,13 @@ def day_label(day: date) -> str:
 
 
 def short_date(ts: float) -> str:
-    """``Tue 24 Nov 2026 16:37`` for a history separator."""
+    """``Tue 24 Nov 16:37`` for a history separator (with the year if not this one's)."""
     try:
         when = datetime.fromtimestamp(ts)
     except (OverflowError, OSError, ValueError):
         return "an unknown date"
-    return f"{when:%a} {when.day} {when:%b %Y %H:%M}"
+    year = "" if when.year == datetime.now().year else f" {when.year}"
+    return f"{when:%a} {when.day} {when:%b}{year} {when:%H:%M}"
 
 
 def local_time(ts: float | None) -> str:

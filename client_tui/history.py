@@ -52,7 +52,7 @@ class Placement:
 
 USER = Placement("history", show=True, report=True)
 REPLAY = Placement("history")
-MISSED = Placement("missed while you were away", log=True)
+MISSED = Placement("missed while away", log=True)
 QUIET = Placement(None)
 
 

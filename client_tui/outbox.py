@@ -26,6 +26,8 @@ FLOOD_RATE = 2.0
 FLOOD_LINE_BYTES = 512
 #: The longest line the server takes (longer ones are dropped with an error).
 MAX_LINE_BYTES = 4096
+#: Tokens that floating-point refills may miss by.
+EPSILON = 1e-9
 
 
 def line_cost(text: str) -> int:
@@ -93,9 +95,10 @@ class Outbox:
             self._refill()
             # A line dearer than the whole burst goes once the bucket is full.
             cost = min(line_cost(self.queue[0].text), FLOOD_BURST)
-            if self._level < cost:
-                self._timer = self.clock.callLater(
-                    (cost - self._level) / FLOOD_RATE, self._drain)
+            if self._level < cost - EPSILON:
+                # (At least a millisecond: a wait below the clock's resolution never ends.)
+                wait = max((cost - self._level) / FLOOD_RATE, 0.001)
+                self._timer = self.clock.callLater(wait, self._drain)
                 break
             item = self.queue.popleft()
             self._level -= line_cost(item.text)

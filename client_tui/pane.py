@@ -17,7 +17,7 @@ from chat.units import plural
 from client_tui.format import Line, error_line, info_line
 from client_tui.scrollback import SCROLLBACK, Scrollback
 from client_tui.view import View
-from client_tui.wrap import Fragments, cells
+from client_tui.wrap import Fragments, cells, wrap
 
 
 class Pane:
@@ -140,11 +140,17 @@ class Pane:
         return rows
 
     def bar(self) -> Fragments:
-        """What waits below while reading back, and how to get there."""
+        """What waits below while reading back, and how to get there (shorter if narrow)."""
+        hl = f", {plural(self.unread_highlights, 'highlight')}" if self.unread_highlights else ""
         if not self.unread:
-            text = " \u2193 reading back \u00b7 End or PageDown: the newest "
+            words = [" \u2193 reading back \u00b7 End or PageDown: the newest ",
+                     " \u2193 reading back \u00b7 End: the newest ", " \u2193 End "]
         else:
-            hl = (f", {plural(self.unread_highlights, 'highlight')}"
-                  if self.unread_highlights else "")
-            text = f" \u2193 {plural(self.unread, 'new message')} below{hl} \u00b7 PageDown / End "
-        return [("class:more", text + " " * max(0, self.view.width - cells(text)))]
+            below = f" \u2193 {plural(self.unread, 'new message')} below{hl}"
+            words = [below + " \u00b7 PageDown / End ", below + " ",
+                     f" \u2193 {self.unread} new{hl} "]
+        width = self.view.width
+        text = next((w for w in words if cells(w) <= width), None)
+        if text is None:
+            text = wrap([("", words[-1])], width)[0][0][1]
+        return [("class:more", text + " " * max(0, width - cells(text)))]

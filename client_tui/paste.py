@@ -11,7 +11,6 @@ paste long enough to flood the conversation, is offered as a file first.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from chat.units import plural
@@ -58,7 +57,7 @@ class Paste:
     def seconds(self) -> float:
         """How long sending it as lines takes at the server's pace (after a full burst)."""
         tokens = sum(line_cost(ln) for ln in self.lines)
-        return max(0.0, math.ceil(tokens - FLOOD_BURST) / FLOOD_RATE)
+        return max(0.0, (tokens - FLOOD_BURST) / FLOOD_RATE)
 
     def question(self) -> str:
         """What the input line asks while the paste waits for an answer."""

@@ -61,7 +61,7 @@ class Receiver:
         if placement.show and placed:
             s.pane.show(placed[0])
         elif placement.report and not placed:
-            s.pane.info(f"All {plural(len(events), 'message')} are already on screen."
+            s.pane.info(f"All {plural(len(events), 'message')} are already in the pane."
                         if events else "No messages yet.")
 
     @functools.singledispatchmethod

@@ -12,6 +12,9 @@ name beside the destination and linked into place only after the size and
 CRC-32 check out; an existing file is replaced only when the user said so.
 Each job reads the connection's typed events (``chat.events``); one it
 cannot read fails the job, since raw bytes may follow a header it missed.
+A paste sent as a file (``PasteUpload``) goes the same way, from memory.
+Until bytes move, a job's status says it is starting: a download's size is
+not known before the server's header.
 """
 
 from __future__ import annotations

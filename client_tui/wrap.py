@@ -53,6 +53,8 @@ def wrap(fragments: Fragments, width: int, indent: int = 0) -> list[Fragments]:
         if rows and len(row) == start and ch == " ":
             i += 1  # a wrapped row does not begin with the space it broke at
             continue
+        if used + w > width and len(row) == start and start:
+            row, start, used = [], 0, 0  # too wide even for an indented row: use the margin
         if used + w <= width or len(row) == start:
             # (A character wider than the whole row still goes somewhere.)
             if ch == " " and len(row) > start:
@@ -61,7 +63,9 @@ def wrap(fragments: Fragments, width: int, indent: int = 0) -> list[Fragments]:
             used += w
             i += 1
             continue
-        if space > start:
+        if ch == " ":
+            i += 1  # the row is full just before a space: break there, dropping it
+        elif space > start:
             # Break at the space: what followed it moves to the next row.
             rest = row[space + 1 :]
             row = row[:space]

@@ -8,9 +8,11 @@ both what the client holds on screen and what raw-socket clients see.
 
 from __future__ import annotations
 
+import json
 import signal
 import zlib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,11 +23,15 @@ from tests.tui_support import (
     CTRL_C,
     CTRL_D,
     CTRL_E,
+    CTRL_END,
     CTRL_P,
     CTRL_U,
-    PAGE_DOWN,
+    ESC,
+    FOCUS_IN,
+    FOCUS_OUT,
     PAGE_UP,
     TuiDriver,
+    bracketed,
 )
 
 
@@ -169,17 +175,17 @@ def test_scrollback_does_not_yank(real: RealServer, drivers: list[TuiDriver]) ->
         bob.send_line(f"line {i}")
     tui.wait(line="<bob> line 59$")
     tui.keys(PAGE_UP)
-    snap = tui.wait(status="online")
-    assert snap["anchor"] is not None and snap["visible"] < len(snap["lines"])
-    visible = snap["visible"]
+    before = tui.wait(reading_back=True)["screen"]
+    assert len(before) == 38 and before[-1].startswith(" \u2193 reading back")  # 40 - 2 rows
     bob.send_line("while you read")
-    snap = tui.wait(line="while you read")
-    assert snap["visible"] == visible and snap["unread"] == 1
-    for _ in range(10):
-        tui.keys(PAGE_DOWN)
-    snap = tui.wait(line="while you read")
-    snap = tui.snapshot()
-    assert snap["anchor"] is None and snap["unread"] == 0
+    snap = tui.wait(line="while you read", unread=1)
+    assert snap["screen"][:-1] == before[:-1]  # the view holds still
+    assert "1 new message below" in snap["screen"][-1]
+    tui.keys(CTRL_END)
+    snap = tui.wait(reading_back=False)
+    assert snap["unread"] == 0
+    marker = snap["screen"].index(next(r for r in snap["screen"] if "new since you last" in r))
+    assert snap["screen"][marker + 1].endswith("<bob> while you read")
     tui.keys(CTRL_C)
     tui.wait_exit()
 
@@ -196,7 +202,7 @@ def test_reconnect_after_server_restart(tmp_path: Path, drivers: list[TuiDriver]
         bob.send_line("before the restart")
         tui.wait(line="<bob> before the restart$")
         first.stop(signal.SIGTERM)
-        tui.wait(status="disconnected", line="Disconnected from")
+        tui.wait(status="disconnected", line="Lost the connection to .*; retrying")
 
         second = RealServer(data, "--listen", f"tcp:{port}:interface=127.0.0.1")
         assert second.port == port
@@ -206,7 +212,7 @@ def test_reconnect_after_server_restart(tmp_path: Path, drivers: list[TuiDriver]
         bob2.expect_event("participants")
         tui.wait(participants=["alice", "bob"])
         # The replayed history does not duplicate what is already on screen.
-        snap = tui.wait(line="Connected to .* as alice", count=2)
+        snap = tui.wait(line="Back online: reconnected to .* as alice")
         assert sum("before the restart" in ln for ln in snap["lines"]) == 1
         bob2.send_line("after the restart")
         tui.wait(line="<bob> after the restart$")
@@ -242,3 +248,123 @@ def test_pings_keep_a_silent_client_online(tmp_path: Path, drivers: list[TuiDriv
         bob.expect_event("leave", name="alice", reason="quit")
     finally:
         kill_quietly(server)
+
+
+def test_highlights_bell_and_title(real: RealServer, drivers: list[TuiDriver]) -> None:
+    bob = real.client("bob", json_mode=True)
+    tui = start(drivers, real.port, "--name", "alice")
+    tui.wait(state="online", status=r"online, lag \d+ms")
+    bob.send_line("alice: standup in 5")
+    snap = tui.wait(line="<bob> alice: standup in 5$", bells=1)
+    assert snap["highlights"] == 0 and snap["title"] == f"chat-tui: alice@127.0.0.1:{real.port}"
+    for i in range(50):
+        bob.send_line(f"chatter {i}")
+    tui.wait(line="chatter 49$")
+    tui.keys(PAGE_UP)
+    tui.wait(reading_back=True)
+    bob.send_line("/msg alice are you there?")
+    bob.send_line("ALICE?")
+    snap = tui.wait(highlights=2, bells=3)
+    assert "| 2 highlights" in snap["status"] and snap["title"].startswith("(2) chat-tui: alice@")
+    assert "2 new messages below, 2 highlights" in snap["screen"][-1]
+    tui.keys(CTRL_END)
+    snap = tui.wait(highlights=0)
+    assert not snap["title"].startswith("(")
+    tui.keys(CTRL_C)
+    tui.wait_exit()
+
+
+def test_no_bell_and_ignore_kept_across_runs(real: RealServer, drivers: list[TuiDriver],
+                                             tmp_path: Path) -> None:
+    bob = real.client("bob", json_mode=True)
+    config = tmp_path / "config"
+    tui = TuiDriver(f"127.0.0.1:{real.port}", "--name", "alice", "--no-bell", config=config)
+    drivers.append(tui)
+    tui.wait(state="online")
+    bob.send_line("alice: hello")
+    snap = tui.wait(line="<bob> alice: hello$")
+    assert snap["bells"] == 0
+    tui.type("/ignore bob")
+    tui.wait(line=r"Ignoring bob: .* Saved in .*tui\.toml\.$")
+    assert (config / "lanchat" / "tui.toml").read_text().endswith('ignore = ["bob"]\n')
+    tui.keys(CTRL_C)
+    tui.wait_exit()
+
+    again = TuiDriver(f"127.0.0.1:{real.port}", "--name", "alice", config=config)
+    drivers.append(again)
+    again.wait(state="online")
+    bob.send_line("alice: still ignored?")
+    bob.send_line("/me waves")
+    carol = real.client("carol", json_mode=True)
+    carol.send_line("carol here")
+    snap = again.wait(line="<carol> carol here$")
+    assert not any("still ignored" in ln or "waves" in ln for ln in snap["lines"])
+    assert snap["bells"] == 0
+    again.keys(CTRL_C)
+    again.wait_exit()
+
+
+def test_pastes_as_lines_or_as_a_file(real: RealServer, drivers: list[TuiDriver]) -> None:
+    bob = real.client("bob", json_mode=True)
+    tui = start(drivers, real.port, "--name", "alice")
+    tui.wait(state="online")
+    tui.keys(bracketed("one\ntwo\nthree\n"))
+    snap = tui.wait(paste=True)
+    assert snap["paste"].startswith("Paste of 3 lines")
+    tui.keys("\r")
+    for text in ("one", "two", "three"):
+        bob.expect_event("message", sender="alice", text=text)
+    tui.wait(paste=False)
+
+    long_paste = "\n".join(f"row {i}" for i in range(40))
+    tui.keys(bracketed(long_paste))
+    snap = tui.wait(paste=True)
+    assert "Enter: send as paste.txt" in snap["paste"]
+    tui.keys("\r")
+    shared = bob.expect_event("file", sender="alice", name="paste.txt")
+    assert shared["size"] == len(long_paste) + 1
+    tui.wait(line="Sent paste.txt", idle=True)
+
+    tui.keys(bracketed("never\nsent"))
+    tui.wait(paste=True)
+    tui.keys(ESC)
+    tui.wait(paste=False)
+    tui.keys(bracketed("a single line"))  # typed into the input, not asked about
+    tui.wait(input="a single line")
+    tui.keys(CTRL_U + CTRL_C)
+    tui.wait_exit()
+    assert "never" not in [json.loads(ln).get("text") for ln in bob.seen[-5:]]
+
+
+def test_local_log(real: RealServer, drivers: list[TuiDriver], tmp_path: Path) -> None:
+    bob = real.client("bob", json_mode=True)
+    logs = tmp_path / "logs"
+    tui = start(drivers, real.port, "--name", "alice", "--log", str(logs))
+    tui.wait(state="online")
+    bob.send_line("for the record")
+    tui.wait(line="<bob> for the record$")
+    tui.keys(CTRL_C)
+    tui.wait_exit()
+    (log,) = logs.iterdir()
+    assert log.name == f"{datetime.now():%Y-%m-%d}.log"
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("--- Log opened ") and lines[0].endswith(f"(127.0.0.1:{real.port})")
+    assert lines[1].endswith("--> alice has joined") and lines[2].endswith("<bob> for the record")
+
+
+def test_focus_reports_count_as_looking_away(real: RealServer, drivers: list[TuiDriver]) -> None:
+    """Where the terminal reports focus (xterm's mode 1004, which the client asks for),
+    what arrives while it is elsewhere is unread: counted in the title, then marked."""
+    bob = real.client("bob", json_mode=True)
+    tui = start(drivers, real.port, "--name", "alice")
+    tui.wait(state="online")
+    tui.keys(FOCUS_OUT)
+    bob.send_line("alice: while you were out")
+    snap = tui.wait(line="while you were out", bells=1, highlights=1)
+    assert snap["title"].startswith("(1) ") and snap["input"] == ""
+    tui.keys(FOCUS_IN)
+    snap = tui.wait(highlights=0)
+    marker = next(i for i, r in enumerate(snap["screen"]) if "new since you last looked" in r)
+    assert snap["screen"][marker + 1].endswith("<bob> alice: while you were out")
+    tui.keys(CTRL_C)
+    tui.wait_exit()

@@ -44,6 +44,8 @@ CTRL_END = "\x1b[1;5F"
 CTRL_UP = "\x1b[1;5A"
 ESC = "\x1b"
 F2 = "\x1bOQ"
+FOCUS_IN = "\x1b[I"
+FOCUS_OUT = "\x1b[O"
 CTRL_A = "\x01"
 CTRL_C = "\x03"
 CTRL_P = "\x10"
@@ -254,7 +256,8 @@ class Tmux:
             time.sleep(0.05)  # screen polling: see the class docstring
 
     def settled(self, screen: str, window: str = "client") -> str:
-        """The screen once a read agrees with the one before it (a redraw is complete)."""
+        """The screen once a read agrees with the one before it (a redraw is complete:
+        one can reach tmux in more than one piece)."""
         end = time.monotonic() + DEADLINE
         while True:
             time.sleep(0.05)  # screen polling: see the class docstring
