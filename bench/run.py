@@ -121,7 +121,8 @@ def bench_limits(upload_size: int) -> dict[str, Any]:
             out[name] = max(int(default), upload_size, 2 * GIB)
         elif name in ("max_line_bytes", "disk_margin_bytes", "user_quota_bytes"):
             continue
-        elif name in ("daily_quota_bytes", "upload_reservation_per_address_bytes"):
+        elif name in ("guest_quota_bytes", "account_quota_bytes",
+                      "upload_reservation_per_address_bytes"):
             out[name] = 0  # the runs upload several GiB as one user
         elif any(w in name for w in keep_words):
             continue

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-http", action="store_true", help="do not serve files over HTTP")
     p.add_argument("--public-url", metavar="URL", help="base URL written into file notices")
     p.add_argument("--data-dir", metavar="DIR", help="where history and files are kept")
+    p.add_argument("--tls", action="store_true",
+                   help="listen with TLS (a self-signed certificate is made if none is set)")
     p.add_argument("--no-console", action="store_true", help="log lines instead of the live view")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -59,6 +61,8 @@ def configure(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Names
         config.server.public_url = args.public_url
     if args.data_dir:
         config.server.data_dir = args.data_dir
+    if args.tls:
+        config.server.tls = True
     if args.no_console:
         config.console.enabled = False
     return config, args

@@ -19,6 +19,9 @@ from twisted.internet import defer
 
 from chat import events as ev
 from chat import wire
+from chat.admin import Admin
+from chat.config import Config
+from chat.door import Door
 from chat.files import FileService
 from chat.limits import InputLimits
 from chat.roomchat import RoomChat
@@ -65,9 +68,15 @@ class Conn(Protocol):
 class Commands:
     """One handler per ``wire`` command."""
 
-    def __init__(self, chat: ChatService, files: FileService) -> None:
+    def __init__(
+        self, chat: ChatService, files: FileService, door: Door, admin: Admin, config: Config
+    ) -> None:
         self.chat = chat
         self.files = files
+        self.door = door
+        self.admin = admin
+        self.accounts = door.accounts
+        self.config = config
         self.rooms = RoomChat(chat)
         self._handlers: dict[type[wire.Command], Callable[[Conn, Any], Answer]] = {
             wire.Help: self.help, wire.Who: self.who, wire.Me: self.me, wire.Msg: self.msg,
@@ -78,6 +87,10 @@ class Commands:
             wire.RoomList: self.room_list, wire.Names: self.names, wire.Topic: self.topic,
             wire.Invite: self.invite, wire.Kick: self.kick, wire.Private: self.private,
             wire.Lock: self.lock, wire.Op: self.op, wire.Deop: self.op,
+            wire.Register: self.register, wire.Login: self.login, wire.Pass: self.server_pass,
+            wire.Password: self.password, wire.Unregister: self.unregister,
+            wire.Ban: self.ban, wire.Unban: self.unban, wire.Bans: self.bans,
+            wire.Say: self.say, wire.Rm: self.rm,
         }
         missing = set(wire.COMMANDS.values()) - set(self._handlers)
         assert not missing, f"commands without a handler: {missing}"
@@ -93,8 +106,8 @@ class Commands:
     def proto(self, conn: Conn, cmd: wire.Proto) -> None:
         conn.set_mode(cmd.mode)
         conn.reply(ev.Proto(cmd.mode))
-        if conn.state is wire.State.REGISTER:
-            conn.reply(ev.Prompt(wire.PROMPT))
+        if conn.state in (wire.State.REGISTER, wire.State.PASSWORD):
+            self.door.ask_again(conn)  # type: ignore[arg-type]
 
     def quit(self, conn: Conn, cmd: wire.Quit) -> None:
         reason = f"quit: {cmd.reason}" if cmd.reason else "quit"
@@ -168,7 +181,11 @@ class Commands:
         _answer(conn, self.rooms.invite(_user(conn), cmd.name, cmd.room))
 
     def kick(self, conn: Conn, cmd: wire.Kick) -> None:
-        _answer(conn, self.rooms.kick(_user(conn), cmd.name, cmd.room, cmd.reason))
+        user = _user(conn)
+        if cmd.room is None and user.operator:  # a server operator naming no room
+            _answer(conn, self.admin.kick(user.name, cmd.name, cmd.reason))
+        else:
+            _answer(conn, self.rooms.kick(user, cmd.name, cmd.room, cmd.reason))
 
     def private(self, conn: Conn, cmd: wire.Private) -> None:
         _answer(conn, self.rooms.flag(_user(conn), cmd.room, "private", cmd.on))
@@ -179,6 +196,104 @@ class Commands:
     def op(self, conn: Conn, cmd: wire.Op) -> None:
         on = not isinstance(cmd, wire.Deop)
         _answer(conn, self.rooms.operator(_user(conn), cmd.name, cmd.room, on))
+
+    # --- accounts ---
+
+    def login(self, conn: Conn, cmd: wire.Login) -> Answer:
+        return self.door.login(conn, cmd.name, cmd.password)  # type: ignore[arg-type]
+
+    def server_pass(self, conn: Conn, cmd: wire.Pass) -> Answer:
+        return self.door.server_password(conn, cmd.password)  # type: ignore[arg-type]
+
+    def register(self, conn: Conn, cmd: wire.Register) -> Answer:
+        user = _user(conn)
+        settings = self.config.accounts
+        if user.account:
+            conn.reply(ev.error("already_account", "register", name=user.name))
+        elif not settings.open_registration:
+            conn.reply(ev.error("registration_closed", "register"))
+        elif len(cmd.password) < settings.min_password_length:
+            conn.reply(ev.error("weak_password", "register", limit=settings.min_password_length))
+        else:
+            def made(_: object) -> None:
+                user.account = True
+                user.operator = self.accounts.is_operator(user.name)
+                conn.reply(ev.Info(
+                    f"{user.name} is an account now: next time, the name asks for this password."
+                ))
+
+            return self.accounts.create(user.name, cmd.password).addCallback(made)
+        return None
+
+    def password(self, conn: Conn, cmd: wire.Password) -> Answer:
+        user = _user(conn)
+        least = self.config.accounts.min_password_length
+        splits = [(old, new) for old, new in cmd.splits() if len(new) >= least]
+        if not user.account:
+            conn.reply(ev.error("not_an_account", "password", name=user.name))
+        elif not splits:
+            conn.reply(ev.error("weak_password", "password", limit=least))
+        else:
+            def right(i: int) -> Answer:
+                return self.accounts.change(user.name, splits[i][1]).addCallback(
+                    lambda _: conn.reply(ev.Info("Your password is changed."))
+                )
+
+            olds = [old for old, _ in splits]
+            return self.door.check_password(conn, user.name, olds, "password", right)  # type: ignore[arg-type]
+        return None
+
+    def unregister(self, conn: Conn, cmd: wire.Unregister) -> Answer:
+        user = _user(conn)
+        if not user.account:
+            conn.reply(ev.error("not_an_account", "unregister", name=user.name))
+            return None
+
+        def right(_: int) -> Answer:
+            user.account = user.operator = False
+            return self.accounts.remove(user.name).addCallback(lambda _: conn.reply(
+                ev.Info(f"{user.name} is an account no more: anyone may take the name "
+                        "once you leave.")
+            ))
+
+        return self.door.check_password(  # type: ignore[arg-type]
+            conn, user.name, [cmd.password], "unregister", right
+        )
+
+    # --- server operators ---
+
+    def _operator(self, conn: Conn, verb: str) -> User | None:
+        user = _user(conn)
+        if not user.operator:
+            conn.reply(ev.error("not_operator", verb))
+            return None
+        return user
+
+    def ban(self, conn: Conn, cmd: wire.Ban) -> Answer:
+        if user := self._operator(conn, "ban"):
+            return self.admin.ban(user.name, cmd.target, cmd.seconds, cmd.reason).addCallback(
+                conn.reply
+            )
+        return None
+
+    def unban(self, conn: Conn, cmd: wire.Unban) -> Answer:
+        if user := self._operator(conn, "unban"):
+            return self.admin.unban(user.name, cmd.target).addCallback(conn.reply)
+        return None
+
+    def bans(self, conn: Conn, cmd: wire.Bans) -> None:
+        if self._operator(conn, "bans"):
+            conn.reply(self.admin.bans())
+
+    def say(self, conn: Conn, cmd: wire.Say) -> None:
+        if user := self._operator(conn, "say"):
+            _answer(conn, self.admin.say(user.name, cmd.text))
+
+    def rm(self, conn: Conn, cmd: wire.Rm) -> Answer:
+        user = _user(conn)
+        return self.admin.rm(user.name, cmd.file_id, operator=user.operator).addCallback(
+            lambda problem: _answer(conn, problem)
+        )
 
     # --- files ---
 
@@ -209,6 +324,8 @@ class Commands:
         def found(info: ev.FileInfo | None) -> Answer:
             if info is None:
                 conn.reply(ev.error("no_such_file", "get", file_id=_shown(cmd.file_id)))
+            elif info.removed:
+                conn.reply(ev.error("removed", "get", file_id=info.file_id))
             elif text_mode:
                 conn.reply(ev.FetchHint(info))
             elif cmd.offset > info.size:

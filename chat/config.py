@@ -31,6 +31,10 @@ class ServerSettings:
     public_url: str = ""
     data_dir: str = "chat-data"
     banner: str = "Welcome to lanchat."
+    password: str = ""
+    tls: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass
@@ -40,7 +44,8 @@ class LimitSettings:
     max_upload_bytes: int = 1024**3
     disk_margin_bytes: int = 64 * 1024**2
     user_quota_bytes: int = 0
-    daily_quota_bytes: int = 2 * 1024**3
+    guest_quota_bytes: int = 2 * 1024**3
+    account_quota_bytes: int = 10 * 1024**3
     upload_reservation_per_address_bytes: int = 2 * 1024**3
     upload_stall_timeout: float = 60.0
     upload_min_rate: int = 16384
@@ -67,10 +72,21 @@ class LimitSettings:
     http_idle_timeout: float = 30.0
     http_max_header_bytes: int = 16384
     http_max_headers: int = 64
+    login_failures: int = 5
+    login_window: float = 600.0
+    login_lockout: float = 300.0
     ping_interval: float = 60.0
     ping_timeout: float = 60.0
     idle_timeout: float = 0.0
     keepalive_idle: int = 60
+
+
+@dataclass
+class AccountSettings:
+    operators: list[str] = field(default_factory=list)
+    require_account: bool = False
+    open_registration: bool = True
+    min_password_length: int = 8
 
 
 @dataclass
@@ -101,6 +117,7 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     rooms: RoomSettings = field(default_factory=RoomSettings)
+    accounts: AccountSettings = field(default_factory=AccountSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
 

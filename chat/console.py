@@ -24,7 +24,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -32,12 +32,12 @@ from clint.textui import colored
 from twisted.internet import protocol, task
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.logger import ILogObserver, LogEvent, formatEvent, textFileLogObserver
-from twisted.python.failure import Failure
 from wcwidth import wcwidth
 from zope.interface import implementer
 
 from chat import events as ev
 from chat.config import ConsoleSettings
+from chat.console_commands import ConsoleCommands
 from chat.sanitize import clean, for_log
 from chat.units import human_duration, human_size
 
@@ -162,6 +162,7 @@ class Snapshot:
     transfers: tuple[TransferRow, ...] = ()
     status: Entry | None = None
     input: str = ""
+    notes: tuple[tuple[str, str], ...] = ()
 
 
 # --- rendering: a pure function of a snapshot and a size ---
@@ -196,7 +197,11 @@ def _rate(n: float) -> str:
     return f"{n:.0f}" if n >= 100 else f"{n:.1f}"
 
 
-def _header(s: Snapshot) -> tuple[Line, Line]:
+#: Header note kind -> colour.
+NOTE_COLOUR = {"tls": "green", "warning": "red"}
+
+
+def _header(s: Snapshot) -> list[Line]:
     first: Line = [Segment("lanchat", "cyan", True)]
     if s.addresses:
         for name, address in s.addresses:
@@ -210,7 +215,8 @@ def _header(s: Snapshot) -> tuple[Line, Line]:
         Segment(f"  messages {s.messages}  private {s.privates}"),
         Segment(f"  in {human_size(s.bytes_in)}  out {human_size(s.bytes_out)}"),
     ]
-    return first, second
+    notes = [[Segment(text, NOTE_COLOUR.get(kind), kind == "warning")] for kind, text in s.notes]
+    return [first, second, *notes]
 
 
 def _cell(text: str, width: int) -> str:
@@ -323,7 +329,7 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
     """The whole view: exactly ``height`` lines, none wider than ``width`` columns."""
     if width <= 0 or height <= 0:
         return []
-    first, second = _header(s)
+    head = _header(s)
     if s.status is not None:
         colour, bold = STYLE.get(s.status.kind, (None, False))
         status: Line = [Segment(s.status.text, colour, bold)]
@@ -334,8 +340,8 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
     while typed and text_width(typed) > width - 3:
         typed = typed[1:]
     prompt: Line = [Segment("> ", "cyan", True), Segment(typed)]
-    if height < 5:
-        small = [first, second, status, prompt]
+    if height < 5 + len(head) - 2:
+        small = [*head[:2], status, prompt]
         out = small[len(small) - height:] if height < 4 else small
         return [_fit(line, width) for line in out]
 
@@ -355,7 +361,7 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
     chat = _Section("Chat", chat_rows, True, True)
     log = _Section("Server log", [[Segment(line)] for line in s.log], True, True)
 
-    space = height - 4
+    space = height - len(head) - 2
     # Every visible section gets its title and one row first, most useful first.
     for sec in (chat, users, rooms, transfers, log):
         if sec.visible and space >= 2:
@@ -363,7 +369,7 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
             space -= 2
         else:
             sec.visible = sec.visible and sec.shown > 0
-    body_height = height - 4
+    body_height = height - len(head) - 2
     space -= users.grow(space, max(2, body_height * 2 // 5)) if users.visible else 0
     space -= rooms.grow(space, max(2, body_height // 5)) if rooms.visible else 0
     space -= transfers.grow(space, max(1, body_height // 4)) if transfers.visible else 0
@@ -379,7 +385,7 @@ def render(s: Snapshot, width: int, height: int) -> list[Line]:
         if sec.visible:
             body += sec.lines(width)
     body += [[] for _ in range(space)]
-    return [_fit(line, width) for line in (first, second, *body, status, prompt)]
+    return [_fit(line, width) for line in (*head, *body, status, prompt)]
 
 
 # --- keeping redraws off the message path ---
@@ -432,11 +438,15 @@ class Sources:
     files: Any  # chat.transfer.FileStore
     ports: dict[str, Any]
     started: float
+    admin: Any = None  # chat.admin.Admin
+    #: What the header keeps saying: (kind, text), e.g. the TLS fingerprint.
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def of(cls, server: Any) -> Sources:
         assert server.service is not None and server.factory is not None
-        return cls(server.service, server.factory.files.store, server.ports, server.started)
+        return cls(server.service, server.factory.files.store, server.ports, server.started,
+                   server.factory.admin, server.notes)
 
     def addresses(self) -> tuple[tuple[str, str], ...]:
         out = []
@@ -493,6 +503,8 @@ def entry_for(item: ev.Event | _PrivateRun | Entry) -> Entry:
             f"{e.file_id}",
             e.ts,
         )
+    if isinstance(e, ev.Removed):
+        return Entry("file", f"{where}{for_log(e.by)} removed {for_log(e.name)} {e.file_id}", e.ts)
     return Entry("console", for_log(type(e).__name__), None)
 
 
@@ -564,15 +576,6 @@ def terminal_size(fd: int = 1) -> tuple[int, int]:
 
 
 # --- admin input ---
-
-HELP: tuple[tuple[str, str], ...] = (
-    ("/who", "list who is connected"),
-    ("/kick NAME [REASON]", "disconnect NAME; they see REASON, everyone sees them leave"),
-    ("/say [ROOM] TEXT", "a server notice to everyone, or to one room"),
-    ("/files", "recently shared files"),
-    ("/help", "this list"),
-    ("/quit", "shut the server down cleanly (as SIGTERM does)"),
-)
 
 #: The longest command line the console keeps (a paste beyond it is cut).
 MAX_INPUT = 4096
@@ -660,6 +663,7 @@ class Console:
         self._fallback = textFileLogObserver(fallback) if fallback is not None else None
         self._log_file: TextIO | None = None
         self._terminal: _Terminal | None = None
+        self.commands = ConsoleCommands(self)
 
     # --- life ---
 
@@ -791,6 +795,7 @@ class Console:
             transfers=transfers,
             status=self.status,
             input=self.input,
+            notes=tuple(src.notes),
         )
 
     def _rate(self, now: float, count: int) -> float:
@@ -825,105 +830,24 @@ class Console:
 
     # --- admin commands ---
 
-    def say(self, text: str, kind: str = "console") -> None:
-        """Show a command's result in the status line and the chat log."""
+    def say(self, text: str, kind: str = "console", *, log: bool = True) -> None:
+        """Show a command's result in the status line (and, with ``log``, the chat log)."""
         entry = Entry(kind, text, self.clock.seconds())
         self.status = entry
-        self.chat.append(entry)
+        if log:
+            self.chat.append(entry)
         self.throttle.mark()
 
     def error(self, text: str) -> None:
         self.say(text, "error")
 
     def command(self, line: str) -> None:
-        line = line.strip()
         self.input = ""
-        if not line:
-            self.throttle.mark()
-            return
-        if not line.startswith("/"):
-            self.error("Admin commands start with '/'. Try /help.")
-            return
-        verb, _, args = line[1:].partition(" ")
-        handler = getattr(self, f"do_{verb.lower()}", None) if verb.isalpha() else None
-        if handler is None:
-            self.error(f"Unknown command /{for_log(verb)[:32]}. Try /help.")
-            return
-        if self.sources is None and verb.lower() not in ("help", "quit"):
-            self.error("The server is not running.")
-            return
-        handler(args.strip())
-
-    def do_help(self, args: str) -> None:
-        for usage, text in HELP:
-            self.say(f"{usage:<20} {text}")
-        self.say("Admin commands: " + ", ".join(u.split()[0] for u, _ in HELP))
-
-    def do_who(self, args: str) -> None:
-        assert self.sources is not None
-        users = list(self.sources.service.registry)
-        now = self.clock.seconds()
-        if not users:
-            self.say("Nobody is connected.")
-            return
-        for u in users[:20]:
-            self.say(f"{u.name}  {u.address}  {getattr(u.peer, 'mode', '?')}  "
-                     f"idle {human_duration(now - u.last_active)}")
-        if len(users) > 20:
-            self.say(f"… and {len(users) - 20} more")
-        self.say(f"{len(users)} connected.")
-
-    def do_kick(self, args: str) -> None:
-        assert self.sources is not None
-        name, _, reason = args.partition(" ")
-        if not name:
-            self.error("Usage: /kick NAME [REASON]")
-            return
-        reason = reason.strip() or "removed by the operator"
-        if self.sources.service.kick(name, reason):
-            self.say(f"Kicked {for_log(name)} ({for_log(reason)}).")
+        line = line.strip()
+        if line:
+            self.commands.run(line)
         else:
-            self.error(f"Nobody called {for_log(name)[:40]} is connected.")
-
-    def do_say(self, args: str) -> None:
-        assert self.sources is not None
-        first, _, rest = args.partition(" ")
-        room = self.sources.service.rooms.get(first) if first.startswith("#") else None
-        if first.startswith("#") and room is None:
-            self.error(f"There is no room {for_log(first)}.")
-            return
-        text = rest.strip() if room is not None else args
-        if not text:
-            self.error("Usage: /say [ROOM] TEXT")
-            return
-        self.sources.service.notice(text, room)
-        where = room.name if room is not None else "everyone"
-        self.status = Entry("console", f"Notice sent to {where}.", self.clock.seconds())
-
-    def do_files(self, args: str) -> None:
-        assert self.sources is not None
-        if args:
-            self.error("Usage: /files")
-            return
-
-        def show(files: list[ev.FileInfo]) -> None:
-            if not files:
-                self.say("No files have been shared.")
-                return
-            for f in reversed(files):
-                self.say(f"{f.file_id}  {for_log(f.name)}  {human_size(f.size)}  "
-                         f"by {for_log(f.uploader)}")
-            self.say(f"{len(files)} most recent file(s).")
-
-        def failed(failure: Failure) -> None:
-            self.error(f"/files failed: {for_log(failure.getErrorMessage())}")
-
-        self.sources.service.store.recent_files(10).addCallbacks(show, failed)
-
-    def do_quit(self, args: str) -> None:
-        self.say("Shutting down…")
-        if self.stop is not None:
-            self.stop()
+            self.throttle.mark()
 
 
 class _Terminal:

@@ -103,6 +103,8 @@ class Message(Event):
     sender: str
     text: str
     room: str | None = None
+    #: The sender is an account (a guest cannot pass for one).
+    account: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class Action(Event):
     sender: str
     text: str
     room: str | None = None
+    account: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class Join(Event):
     name: str
     room: str | None = None
     arrival: bool = False
+    account: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,19 @@ class FileShared(Event):
     room: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Removed(Event):
+    """``by`` removed a shared file: its id no longer fetches anything."""
+
+    type: ClassVar[str] = "removed"
+    id: int
+    ts: float
+    by: str
+    file_id: str
+    name: str
+    room: str | None = None
+
+
 # --- replies to one connection ---
 
 
@@ -218,6 +235,17 @@ class Prompt(Event):
     type: ClassVar[str] = "prompt"
     text: str
     reason: str | None = None
+    #: What the next line is: ``name``, or a password (``server``, ``account``,
+    #: ``new``: one to make an account with).
+    expects: str = "name"
+
+
+@dataclass(frozen=True, slots=True)
+class Echo(Event):
+    """Telnet echo off while a password is typed (text mode only; JSON gets nothing)."""
+
+    type: ClassVar[str] = "echo"
+    on: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +253,7 @@ class Participant(Event):
     type: ClassVar[str] = "participant"
     name: str
     idle: float
+    account: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +267,8 @@ class Welcome(Event):
     http: str | None
     rooms: tuple[str, ...] = ()
     room: str | None = None
+    account: bool = False
+    operator: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +336,24 @@ class Invited(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BanInfo(Event):
+    """One ban: ``kind`` ``name`` or ``address``, ``until`` (None: for good)."""
+
+    type: ClassVar[str] = "ban"
+    kind: str
+    target: str
+    until: float | None
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanList(Event):
+    type: ClassVar[str] = "bans"
+    bans: tuple[BanInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Current(Event):
     """Your current room changed: plain lines, ``/me`` and ``/send`` go there (None: none)."""
 
@@ -323,7 +372,7 @@ class Error(Event):
 
     type: ClassVar[str] = "error"
     #: The values a JSON client gets as fields of their own (docs/protocol.md).
-    PUBLIC: ClassVar[frozenset[str]] = frozenset({"limit", "size", "wait", "reason"})
+    PUBLIC: ClassVar[frozenset[str]] = frozenset({"limit", "size", "wait", "reason", "until"})
     code: str
     command: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -416,6 +465,8 @@ class FileInfo(Event):
     ts: float
     url: str | None
     room: str | None = None
+    #: Removed (``/rm``): the record stays, the bytes are gone.
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,15 +519,18 @@ class Info(Event):
 
 
 #: The events of the conversation itself: numbered, timestamped, seen by more than one.
-ChatEvent = Message | Action | Private | Join | Leave | Part | Topic | Nick | Notice | FileShared
+ChatEvent = (
+    Message | Action | Private | Join | Leave | Part | Topic | Nick | Notice | FileShared | Removed
+)
 CHAT_EVENTS: tuple[type[Event], ...] = typing.get_args(ChatEvent)
 
-#: Every event a server sends, by wire type.
+#: Every event a server sends in JSON, by wire type (``Echo`` is telnet bytes only).
 EVENTS: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         *CHAT_EVENTS, Prompt, Participant, Welcome, Participants, History, Who, Names, RoomInfo,
-        Rooms, Invited, Current, Error, Help, Proto, Session, Attached, Bye, FileInfo, Files,
+        Rooms, Invited, Current, BanInfo, BanList, Error, Help, Proto, Session, Attached,
+        Bye, FileInfo, Files,
         Uploaded, Download, FetchHint, Ping, Info,
     )
 }

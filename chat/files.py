@@ -107,15 +107,31 @@ class FileService:
     def find(self, file_id: str) -> defer.Deferred[ev.FileInfo | None]:
         """The record of ``file_id`` (with its URL) if its file is there, else None.
 
-        A record whose file is gone (removed by hand) must not promise bytes.
+        A record whose file is gone (removed by hand) must not promise bytes;
+        one removed with ``/rm`` is returned as such (``removed``).
         """
 
         def there(info: ev.FileInfo | None) -> ev.FileInfo | None:
-            if info is None or not self.store.path(info.file_id).is_file():
+            if info is None or (not info.removed and not self.store.path(info.file_id).is_file()):
                 return None
             return self.chat.with_url(info)
 
         return self.db.get_file(file_id).addCallback(there)
+
+    def remove(self, info: ev.FileInfo, by: str) -> defer.Deferred[None]:
+        """Remove a stored file: the record says so, the bytes go, its room is told."""
+        path = self.store.path(info.file_id)
+
+        def removed(_: object) -> None:
+            room = self.chat.rooms.get(info.room) if info.room else None
+            event = self.chat.chat_event(
+                ev.Removed, by, info.file_id, info.name, room.name if room else info.room
+            )
+            self.chat.broadcast(event, room)
+
+        d = self.db.mark_removed(info.file_id, by)
+        d.addCallback(lambda _: self.store.run(lambda: path.unlink(missing_ok=True)))
+        return d.addCallback(removed)
 
     def recent(self, n: int, room: str | None = None) -> defer.Deferred[list[ev.FileInfo]]:
         """The ``n`` most recent files (shared into ``room``), oldest first, with their URLs."""

@@ -110,6 +110,12 @@ class FileResource(resource.Resource):
             request.write(self._not_found(request))
             request.finish()
             return
+        if info.removed:
+            request.setResponseCode(http.GONE)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.write(b"This file was removed.\n")
+            request.finish()
+            return
         request.setHeader(b"content-type", b"application/octet-stream")
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-disposition", content_disposition(info.name).encode())

@@ -243,3 +243,92 @@ class AddressLimiter:
             if start > expired:
                 break
             del recent[host]
+
+
+class LoginThrottle:
+    """Failed logins (and server passwords) per account and per address.
+
+    Up to ``failures`` failures in ``window`` seconds are answered, each a
+    little later than the last (a second per failure past the first); past
+    them the account or address is refused for ``lockout`` seconds, then
+    forgiven. An address an account has logged in from before is not
+    refused for the account's failures (only for its own), so someone
+    guessing from elsewhere cannot keep the owner out. The tables forget
+    what is older than the window and never hold more than ``max_tracked``
+    keys.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        failures: int = 5,
+        window: float = 600.0,
+        lockout: float = 300.0,
+        max_tracked: int = 65536,
+    ) -> None:
+        self._clock = clock
+        self.failures, self.window, self.lockout = failures, window, lockout
+        self.max_tracked = max_tracked
+        #: key -> times of recent failures, oldest key first.
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()
+        #: key -> when it may try again.
+        self._locked: OrderedDict[str, float] = OrderedDict()
+        #: (account key, address key) pairs that logged in, most recent last.
+        self._trusted: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def keys(self, account: str, host: str | None) -> tuple[str, ...]:
+        """What an attempt on ``account`` from ``host`` is counted and refused by."""
+        pair = (f"account:{account.lower()}", f"address:{host}")
+        return pair[1:] if pair in self._trusted else pair
+
+    def refused_for(self, *keys: str) -> float:
+        """Seconds until any of ``keys`` may try again (0: now)."""
+        self._prune()
+        now = self._clock.seconds()
+        return max((self._locked.get(k, now) - now for k in keys), default=0.0)
+
+    def delay(self, *keys: str) -> float:
+        """How long to wait before answering an attempt (grows with failures)."""
+        self._prune()
+        most = max((len(self._recent.get(k, ())) for k in keys), default=0)
+        return float(max(0, most - 1))
+
+    def failed(self, *keys: str) -> None:
+        now = self._clock.seconds()
+        for key in keys:
+            times = self._recent.pop(key, [])
+            times.append(now)
+            self._recent[key] = times  # most recent last
+            if len(times) >= self.failures:
+                self._locked.pop(key, None)
+                self._locked[key] = now + self.lockout
+                del self._recent[key]
+        while len(self._recent) > self.max_tracked:
+            self._recent.popitem(last=False)
+        while len(self._locked) > self.max_tracked:
+            self._locked.popitem(last=False)
+
+    def succeeded(self, account: str, host: str | None) -> None:
+        pair = (f"account:{account.lower()}", f"address:{host}")
+        self._recent.pop(pair[0], None)
+        self._trusted.pop(pair, None)
+        self._trusted[pair] = None
+        while len(self._trusted) > self.max_tracked:
+            self._trusted.popitem(last=False)
+
+    def _prune(self) -> None:
+        now = self._clock.seconds()
+        while self._recent:  # the key that failed longest ago comes first
+            key, times = next(iter(self._recent.items()))
+            if times[-1] > now - self.window:
+                break
+            del self._recent[key]
+        while self._locked:
+            key, until = next(iter(self._locked.items()))
+            if until > now:
+                break
+            del self._locked[key]
+
+    def tracked(self) -> int:
+        self._prune()
+        return len(self._recent) + len(self._locked)

@@ -89,6 +89,13 @@ class Output:
         else:
             self._transport.registerProducer(_OutputWatch(self), True)
 
+    def end(self) -> None:
+        """Close once the queue is written (the watch must go: Twisted's
+        ``loseConnection`` waits for a paused producer that will never write)."""
+        if not self.sending and not ISSLTransport.providedBy(self._transport):
+            self._transport.unregisterProducer()
+        self._transport.loseConnection()
+
     def download(
         self, header: bytes, files: FileStore, f: Any, info: ev.FileInfo, offset: int, user: str
     ) -> defer.Deferred[None]:

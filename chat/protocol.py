@@ -29,8 +29,11 @@ from zope.interface import implementer
 
 from chat import events as ev
 from chat import wire
+from chat.accounts import Accounts
+from chat.admin import Admin
 from chat.commands import Commands
 from chat.config import Config
+from chat.door import Door
 from chat.files import FileService
 from chat.framing import TOO_LONG, TooLong
 from chat.limits import AddressLimiter, Exempt, InputLimits
@@ -38,7 +41,6 @@ from chat.liveness import Liveness
 from chat.output import Output
 from chat.quotas import uploader_key
 from chat.reading import Reader
-from chat.render import error_text
 from chat.sanitize import for_log, strip_telnet
 from chat.service import ChatService, User
 from chat.uploads import UploadReceiver
@@ -61,8 +63,8 @@ class ChatProtocol(Protocol, TimeoutMixin):
     log = Logger()
     # Thousands of these live at once: slots keep each one small.
     __slots__ = (
-        "_after_raw", "_liveness", "_output", "_reader", "_upload", "address", "factory",
-        "host", "limits", "limits_in", "mode", "service", "state", "user",
+        "_after_raw", "_liveness", "_output", "_reader", "_upload", "address", "asking",
+        "factory", "host", "limits", "limits_in", "mode", "service", "state", "user",
     )
 
     def __init__(self, factory: ChatFactory) -> None:
@@ -80,6 +82,8 @@ class ChatProtocol(Protocol, TimeoutMixin):
         self._output: Output | None = None
         self._upload: UploadReceiver | None = None
         self._after_raw = State.CHAT
+        #: While the state is PASSWORD: what the next line is the password of.
+        self.asking = ("", "")
 
     def callLater(self, period: float, func: Callable[[], object]) -> Any:
         # TimeoutMixin's timer runs on the factory's clock (a task.Clock in tests).
@@ -99,8 +103,8 @@ class ChatProtocol(Protocol, TimeoutMixin):
         self._output = Output(self, self.transport, self.limits)
         self.setTimeout(self.limits.registration_timeout)  # absolute: input never resets it
         self._liveness.start()
-        self.reply(ev.Info(self.factory.config.server.banner))
-        self.reply(ev.Prompt(wire.PROMPT))
+        self.reply(ev.Info(self.factory.banner))
+        self.factory.door.opened(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.factory.connection_closed(self)
@@ -115,7 +119,11 @@ class ChatProtocol(Protocol, TimeoutMixin):
         self._reader.end()
 
     def writeConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        self._end()
+
+    def _end(self) -> None:
+        assert self._output is not None
+        self._output.end()
 
     def close(self, reason: str, *, say: ev.Event | None = None, abort: bool = False) -> None:
         """The one way out: say ``say``, leave with ``reason``, close once it is sent."""
@@ -131,7 +139,7 @@ class ChatProtocol(Protocol, TimeoutMixin):
             self.transport.abortConnection()
         else:
             self.service.delivery.delivered(self).addCallback(
-                lambda _: self.transport.loseConnection()
+                lambda _: self._end()
             )
 
     def disconnect(self, reason: str) -> None:
@@ -213,11 +221,11 @@ class ChatProtocol(Protocol, TimeoutMixin):
             self.line(last if len(last) <= self.limits.max_line_bytes else TOO_LONG)
         if self.state is not State.CLOSED and not self._reader.paused():
             self.service.delivery.delivered(self).addCallback(
-                lambda _: self.transport.loseConnection()
+                lambda _: self._end()
             )
 
     def line(self, line: bytes | TooLong) -> None:
-        if self.state is State.REGISTER:
+        if self.state in (State.REGISTER, State.PASSWORD):
             size = self.limits.max_line_bytes if isinstance(line, TooLong) else len(line)
             if self.limits_in.before_name(size):
                 self.close("too much input before registration", say=ev.error("too_much_input"))
@@ -225,11 +233,18 @@ class ChatProtocol(Protocol, TimeoutMixin):
         if isinstance(line, TooLong):
             self.reply(ev.error("line_too_long", limit=self.limits.max_line_bytes))
             return
-        if self.state is not State.REGISTER:
+        if self.state not in (State.REGISTER, State.PASSWORD):
             self.limits_in.charge(len(line))
         text = strip_telnet(line).decode("utf-8", "replace")
         if self.state is State.REGISTER:
             self._register_line(text)
+        elif self.state is State.PASSWORD:
+            # Only the server's password can be answered with a command (/pass,
+            # /quit): an account's password may begin with '/'.
+            if self.asking[0] == "server" and text.startswith("/"):
+                self._command(text)
+            else:
+                self._wait(self.factory.door.password(self, text), "password")
         elif self.state is State.CHAT:
             self._chat_line(text)
         elif self.state is State.ATTACHED:
@@ -247,14 +262,13 @@ class ChatProtocol(Protocol, TimeoutMixin):
                 "wrong_protocol", http=self.service.public_base
             ))
         else:
-            result = self.service.register(self, text, self.address)
-            if isinstance(result, ev.Error):
-                self.reply(result)
-                self.reply(ev.Prompt(wire.PROMPT, error_text(result)))
-                return
-            self.setTimeout(None)
-            self.user = result
-            self.state = State.CHAT
+            self._wait(self.factory.door.name(self, text), "name")
+
+    def entered(self, user: User) -> None:
+        """The door let this connection in as ``user``."""
+        self.setTimeout(None)
+        self.user = user
+        self.state = State.CHAT
 
     def _chat_line(self, text: str) -> None:
         assert self.user is not None
@@ -277,7 +291,9 @@ class ChatProtocol(Protocol, TimeoutMixin):
         if command is None:
             self.reply(ev.error("unknown_command", verb, verb=for_log(verb)[:32]))
         elif self.state not in command.states:
-            code = "not_registered" if self.state is State.REGISTER else "not_here"
+            code = "not_registered" if self.state in (State.REGISTER, State.PASSWORD) else (
+                "not_here"
+            )
             self.reply(ev.error(code, verb, verb=verb))
         else:
             try:
@@ -285,9 +301,11 @@ class ChatProtocol(Protocol, TimeoutMixin):
             except wire.CommandError as e:
                 self.reply(ev.error(e.code, verb, **e.params))
                 return
-            answer = self.factory.commands.run(self, parsed)
-            if answer is not None:  # an answer in the making: later lines wait for it
-                self._reader.wait(answer.addErrback(self._internal, verb))
+            self._wait(self.factory.commands.run(self, parsed), verb)
+
+    def _wait(self, answer: defer.Deferred[Any] | None, verb: str) -> None:
+        if answer is not None:  # an answer in the making: later lines wait for it
+            self._reader.wait(answer.addErrback(self._internal, verb))
 
     def _internal(self, failure: Failure, verb: str) -> None:
         self.log.failure("/{verb} failed", failure, verb=verb)
@@ -334,7 +352,8 @@ class ChatProtocol(Protocol, TimeoutMixin):
 
     def uploader_key(self) -> str:
         assert self.user is not None
-        return uploader_key(self.host, self.user.name, self.factory.shared)
+        user = self.user
+        return uploader_key(self.host, user.name, self.factory.shared, user.account)
 
     def attach(self, owner: User) -> None:
         """Become a transfer connection acting for ``owner``."""
@@ -384,13 +403,23 @@ class ChatFactory(ServerFactory):
     log = Logger()
 
     def __init__(
-        self, service: ChatService, files: FileService, config: Config, clock: IReactorTime
+        self,
+        service: ChatService,
+        files: FileService,
+        accounts: Accounts,
+        config: Config,
+        clock: IReactorTime,
     ) -> None:
         self.service = service
         self.files = files
-        self.commands = Commands(service, files)
+        self.accounts = accounts
+        self.door = Door(config, service, accounts, clock)
+        self.admin = Admin(service, accounts, files, clock)
+        self.commands = Commands(service, files, self.door, self.admin, config)
         self.config = config
         self.clock = clock
+        #: The first line every connection gets (with the TLS fingerprint, if any).
+        self.banner = config.server.banner
         self.connections: set[ChatProtocol] = set()
         limits = config.limits
         #: Addresses everyone may share (loopback): counted by user name instead.

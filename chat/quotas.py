@@ -1,12 +1,13 @@
 """Upload quotas: what each uploader has stored, all told and in the last 24 hours.
 
-A quota belongs to an *uploader key*: the address the bytes come from, or,
-where an address is shared by everyone (loopback and the other exempt
-addresses: on a lab machine every ``telnet localhost`` is 127.0.0.1), the
-user name. So ``/nick`` or reconnecting never resets it. Three limits apply
-to every upload, counting the uploads still streaming in: the bytes in
-flight from one uploader at once (``reservation``: disk space held before a
-byte is written), the bytes stored in any 24 hours (``daily``) and in all
+A quota belongs to an *uploader key*: the account, for an account; for a
+guest, the address the bytes come from or, where an address is shared by
+everyone (loopback and the other exempt addresses: on a lab machine every
+``telnet localhost`` is 127.0.0.1), the user name. So ``/nick`` or
+reconnecting never resets it. Three limits apply to every upload, counting
+the uploads still streaming in: the bytes in flight from one uploader at
+once (``reservation``: disk space held before a byte is written), the bytes
+stored in any 24 hours (``guest_daily`` or ``account_daily``) and in all
 (``total``); 0 switches a limit off. Refusals come back as the ``reason`` and
 values of a ``refused`` error.
 """
@@ -23,8 +24,13 @@ from twisted.internet.interfaces import IReactorTime
 DAY = 24 * 3600.0
 
 
-def uploader_key(host: str | None, name: str, shared: Container[str]) -> str:
-    """Whose quota an upload counts against: its address, or its user where addresses are shared."""
+def uploader_key(
+    host: str | None, name: str, shared: Container[str], account: bool = False
+) -> str:
+    """Whose quota an upload counts against: the account; for a guest, its address,
+    or its name where addresses are shared."""
+    if account:
+        return f"account:{name.lower()}"
     if host is None or host in shared:
         return f"user:{name.lower()}"
     return f"address:{host}"
@@ -34,10 +40,17 @@ class Quotas:
     """Bytes stored per uploader key: in all, and in the last 24 hours."""
 
     def __init__(
-        self, clock: IReactorTime, *, total: int = 0, daily: int = 0, reservation: int = 0
+        self,
+        clock: IReactorTime,
+        *,
+        total: int = 0,
+        guest_daily: int = 0,
+        account_daily: int = 0,
+        reservation: int = 0,
     ) -> None:
         self._clock = clock
-        self.total, self.daily, self.reservation = total, daily, reservation
+        self.total, self.reservation = total, reservation
+        self.guest_daily, self.account_daily = guest_daily, account_daily
         self._totals: dict[str, int] = {}
         #: key -> [(when, size)] of the last 24 hours, oldest first, and their sum.
         self._recent: dict[str, deque[tuple[float, int]]] = {}
@@ -72,9 +85,10 @@ class Quotas:
         used = self._totals.get(key, 0) + in_flight
         if self.total and used + size > self.total:
             return {"reason": "quota", "quota": self.total, "used": used}
+        daily = self.account_daily if key.startswith("account:") else self.guest_daily
         used = self.today(key) + in_flight
-        if self.daily and used + size > self.daily:
-            return {"reason": "daily_quota", "quota": self.daily, "used": used}
+        if daily and used + size > daily:
+            return {"reason": "daily_quota", "quota": daily, "used": used}
         return None
 
     def _expire(self, key: str) -> None:

@@ -17,6 +17,9 @@ from chat import events as ev
 from chat.units import human_duration, human_size, plural
 
 CRLF = b"\r\n"
+#: The server will echo (so telnet stops echoing: a password is not shown), or not.
+TELNET_ECHO_OFF = b"\xff\xfb\x01"
+TELNET_ECHO_ON = b"\xff\xfc\x01"
 
 
 # --- errors: the words for each code ---
@@ -70,6 +73,11 @@ def _humanised(params: dict[str, Any]) -> dict[str, Any]:
 def _refused(p: dict[str, Any]) -> str:
     why = REFUSALS[p["reason"]].format_map(p)
     return f"{why} The {plural(p['size'], 'byte')} {'is' if p['size'] == 1 else 'are'} discarded."
+
+
+def _when(ts: float) -> str:
+    """A moment to come, in the server's local time."""
+    return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(ts))
 
 
 def _wrong_protocol(p: dict[str, Any]) -> str:
@@ -130,6 +138,29 @@ ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
     ),
     "not_room_operator": "Only an operator of {room} can do that.",
     "topic_too_long": "A topic is at most {limit} bytes long.",
+    "bad_password": "Wrong password.",
+    "weak_password": "A password is at least {limit} characters long.",
+    "not_an_account": "Your name is not an account: /register PASSWORD makes it one.",
+    "already_account": "Your name is an account already.",
+    "account_name": "An account's name is its identity: it cannot change.",
+    "registered": "The name {name} belongs to an account: log in with its password.",
+    "registration_closed": "Accounts are made by the server's operators here.",
+    "account_required": lambda p: (
+        f"This server admits accounts only, and {p['name']} is none; ask an operator."
+    ),
+    "too_many_attempts": lambda p: (
+        f"Too many wrong passwords; try again in {plural(p['wait'], 'second')}."
+    ),
+    "taken_over": "Your account logged in from elsewhere; this connection is closed.",
+    "banned": lambda p: (
+        f"You are banned {'for good' if p.get('until') is None else 'until ' + _when(p['until'])}"
+        + (f": {p['reason']}" if p.get("reason") else ".")
+    ),
+    "not_operator": "Only a server operator can do that.",
+    "no_such_ban": "{target} is not banned.",
+    "bad_ban": "Ban a name, an address or a network (e.g. 192.168.1.0/24).",
+    "removed": "The file {file_id} was removed.",
+    "not_yours": "Only who shared a file (or an operator) can remove it.",
 }
 
 
@@ -150,6 +181,8 @@ class JsonRenderer:
     echo_own = True
 
     def render(self, event: ev.Event, viewer: str | None = None, tagged: bool = False) -> bytes:
+        if isinstance(event, ev.Echo):
+            return b""  # telnet's business
         data = event.as_json()
         if isinstance(event, ev.Error):
             data["text"] = error_text(event)
@@ -183,11 +216,13 @@ class TextRenderer:
             ev.Nick: lambda e, v, t: f"{self.stamp(e.ts)} -- {e.old} is now known as {e.new}.",
             ev.Notice: lambda e, v, t: f"{self._head(e, t)}-- Server notice: {e.text}",
             ev.FileShared: self._file_shared,
+            ev.Removed: lambda e, v, t: f"{self._head(e, t)}-- {e.by} removed {e.name}.",
             ev.Prompt: lambda e, v, t: e.text,
             ev.Welcome: lambda e, v, t: f"Welcome to the chat, {e.name}.",
             ev.Participants: self._participants,
             ev.History: self._history,
             ev.Who: lambda e, v, t: self._people(f"-- {len(e.users)} here:", e.users),
+            ev.BanList: self._bans,
             ev.Names: lambda e, v, t: self._people(
                 f"-- {e.room} ({len(e.users)}):", e.users
             ),
@@ -216,6 +251,8 @@ class TextRenderer:
         }
 
     def render(self, event: ev.Event, viewer: str | None = None, tagged: bool = False) -> bytes:
+        if isinstance(event, ev.Echo):  # IAC WONT/WILL ECHO: a telnet shows (or hides) typing
+            return TELNET_ECHO_ON if event.on else TELNET_ECHO_OFF
         return self.text(event, viewer, tagged).encode("utf-8") + CRLF
 
     def text(self, event: ev.Event, viewer: str | None = None, tagged: bool = False) -> str:
@@ -294,7 +331,20 @@ class TextRenderer:
 
     def _people(self, title: str, users: tuple[ev.Participant, ...]) -> str:
         lines = [title]
-        lines.extend(f"--   {u.name}  (idle {human_duration(u.idle)})" for u in users)
+        lines.extend(
+            f"--   {u.name}  (idle {human_duration(u.idle)}{', account' if u.account else ''})"
+            for u in users
+        )
+        return "\r\n".join(lines)
+
+    def _bans(self, e: ev.BanList, viewer: str | None, tagged: bool) -> str:
+        if not e.bans:
+            return "-- Nobody is banned."
+        lines = [f"-- {plural(len(e.bans), 'ban')}:"]
+        for b in e.bans:
+            until = "for good" if b.until is None else "until " + self.stamp(b.until)
+            why = f": {b.reason}" if b.reason else ""
+            lines.append(f"--   {b.target}  {until}, by {b.by}{why}")
         return "\r\n".join(lines)
 
     def _rooms(self, e: ev.Rooms, viewer: str | None, tagged: bool) -> str:

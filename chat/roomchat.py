@@ -38,7 +38,8 @@ class RoomChat:
         if new:
             self.chat.greet(user, room)
             self.chat.broadcast(
-                self.chat.chat_event(ev.Join, user.name, room.name), room, origin=user
+                self.chat.chat_event(ev.Join, user.name, room.name, False, user.account), room,
+                origin=user,
             )
         self._current(user)
         return None

@@ -140,7 +140,9 @@ class Rooms:
             if len(self.rooms) >= self.settings.max_rooms:
                 return ev.error("too_many_rooms", "join", limit=self.settings.max_rooms,
                                 reason="server")
-            room = Room(name, operators={user.name.lower()})
+            # The server's own rooms are run by its operators, not by whoever came first.
+            ours = {n.lower() for n in (self.settings.default, *self.settings.autojoin)}
+            room = Room(name, operators=set() if name.lower() in ours else {user.name.lower()})
             self.rooms[room.key] = room
         elif room.private and not self._may_enter(user, room):
             return ev.error("invite_only", "join", room=room.name)
@@ -159,7 +161,7 @@ class Rooms:
         if lapses is not None and lapses <= self.clock.seconds():
             del room.invites[key]
             lapses = None
-        return lapses is not None or key in room.operators
+        return lapses is not None or self.is_operator(user, room)
 
     def part(self, user: Member, room: Room) -> None:
         """Take ``user`` out of ``room``; the current room becomes the latest joined of the rest."""
@@ -208,7 +210,8 @@ class Rooms:
     # --- what operators do ---
 
     def is_operator(self, user: Member, room: Room) -> bool:
-        return user.name.lower() in room.operators
+        """A room operator, or a server operator (who may act in any room)."""
+        return user.name.lower() in room.operators or getattr(user, "operator", False)
 
     def _operator(self, user: Member, room: Room, command: str) -> ev.Error | None:
         if not self.is_operator(user, room):

@@ -13,13 +13,16 @@ import re
 import resource
 from typing import Any
 
+from argon2 import PasswordHasher
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from chat import tls
+from chat.accounts import Accounts, Hasher, synchronous
 from chat.config import Config, ConfigError
 from chat.files import FileService
 from chat.http import site
@@ -52,11 +55,15 @@ def build_factory(
     call_from_thread: Any = None,
     *,
     coalesce: bool = False,
+    hasher: Hasher = synchronous,
+    passwords: PasswordHasher | None = None,
 ) -> ChatFactory:
-    """The chat stack over an opened store: file store, chat and file services, factory.
+    """The chat stack over an opened store: file store, chat and file services,
+    accounts, factory.
 
-    Without a pool, uploads are written synchronously, and without
-    ``coalesce`` every event is delivered at once (the in-memory tests).
+    Without a pool, uploads are written synchronously, without ``coalesce``
+    every event is delivered at once, and without a ``hasher`` passwords are
+    hashed at once (the in-memory tests).
     """
     files = FileStore(
         config.data_path,
@@ -66,7 +73,8 @@ def build_factory(
         quotas=Quotas(
             clock,
             total=config.limits.user_quota_bytes,
-            daily=config.limits.daily_quota_bytes,
+            guest_daily=config.limits.guest_quota_bytes,
+            account_daily=config.limits.account_quota_bytes,
             reservation=config.limits.upload_reservation_per_address_bytes,
         ),
         pool=pool,
@@ -84,7 +92,11 @@ def build_factory(
         public_base=config.public_base(),
         coalesce=coalesce,
     )
-    return ChatFactory(service, FileService(files, store, service, clock), config, clock)
+    accounts = Accounts(store, clock, config.accounts, hasher, passwords)
+    accounts.load()
+    service.is_account = accounts.exists
+    files_service = FileService(files, store, service, clock)
+    return ChatFactory(service, files_service, accounts, config, clock)
 
 
 #: Seconds that connections get to take their last lines at shutdown.
@@ -144,12 +156,19 @@ class ChatServer(service.MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.chat_endpoint = endpoint(reactor, config.server.listen, "server.listen")
+        self.certificate: tls.Certificate | None = None
+        self.listen, self.http = config.server.listen, config.server.http
+        if config.server.tls:
+            self.certificate = cert = tls.prepare(config)
+            self.listen = tls.secured(self.listen, cert, "server.listen")
+            if config.server.http_enabled:
+                self.http = tls.secured(self.http, cert, "server.http")
+        self.chat_endpoint = endpoint(reactor, self.listen, "server.listen")
         self.http_endpoint = (
-            endpoint(reactor, config.server.http, "server.http")
-            if config.server.http_enabled
-            else None
+            endpoint(reactor, self.http, "server.http") if config.server.http_enabled else None
         )
+        #: What the console's header keeps saying: (kind, text), e.g. the TLS fingerprint.
+        self.notes: list[tuple[str, str]] = []
         self.started = reactor.seconds()
         self.store: Store | None = None
         self.service: ChatService | None = None
@@ -157,6 +176,7 @@ class ChatServer(service.MultiService):
         self.ports: dict[str, Any] = {}
         self._executor: ThreadExecutor | None = None
         self._upload_pool: ThreadPool | None = None
+        self._password_pool: ThreadPool | None = None
 
     def startService(self) -> None:
         config = self.config
@@ -178,11 +198,22 @@ class ChatServer(service.MultiService):
         store.open(config.rooms.default)
         self._upload_pool = ThreadPool(minthreads=0, maxthreads=16, name="chat-uploads")
         self._upload_pool.start()
+        # Argon2 takes ~50 ms and 64 MiB a hash: two at a time bounds both.
+        self._password_pool = passwords = ThreadPool(minthreads=0, maxthreads=2,
+                                                     name="chat-passwords")
+        passwords.start()
         self.factory = build_factory(
             config, self.reactor, store, self._upload_pool, self.reactor.callFromThread,
             coalesce=True,
+            hasher=lambda fn: threads.deferToThreadPool(self.reactor, passwords, fn),
         )
         self.store, self.service = store, self.factory.service
+        if self.certificate is not None:
+            fp = self.certificate.fingerprint
+            self.factory.banner += f" (TLS certificate SHA-256 {fp})"
+            self.notes.append(("tls", f"TLS certificate SHA-256 {fp}"))
+            self.log.info("TLS certificate {cert}, SHA-256 fingerprint {fp}",
+                          cert=str(self.certificate.cert), fp=fp)
         chat = StreamServerEndpointService(self.chat_endpoint, self.factory)
         # Private (docs/architecture.md): a port that cannot be bound fails start-up.
         chat._raiseSynchronously = True
@@ -228,10 +259,17 @@ class ChatServer(service.MultiService):
         host = port.getHost()
         address = f"{host.host}:{host.port}" if hasattr(host, "port") else str(host)
         self.log.info("{name} listening on {address}", name=name, address=address)
+        assert self.factory is not None
+        if (name == "chat" and self.factory.accounts.count()
+                and tls.exposed(self.listen, getattr(host, "host", ""))):
+            warning = (f"chat on {address} is not encrypted and reachable from the network: "
+                       "account passwords cross it in clear (use --tls)")
+            self.log.warn("Warning: {warning}", warning=warning)
+            self.notes.append(("warning", warning))
         if name == "http" and not self.config.server.public_url and hasattr(host, "port"):
             # With port 0 in the endpoint, only the bound port makes a usable URL.
             assert self.service is not None
-            scheme = "https" if self.config.server.http.startswith("ssl:") else "http"
+            scheme = "https" if self.http.startswith("ssl:") else "http"
             shown = "127.0.0.1" if host.host in ("0.0.0.0", "::") else host.host
             self.service.public_base = f"{scheme}://{shown}:{host.port}"
         return port
@@ -255,3 +293,5 @@ class ChatServer(service.MultiService):
             self._executor.stop()
         if self._upload_pool is not None:
             self._upload_pool.stop()
+        if self._password_pool is not None:
+            self._password_pool.stop()

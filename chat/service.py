@@ -56,6 +56,9 @@ class User:
     #: The rooms the user is in, in the order joined; the current one.
     rooms: list[Room] = field(default_factory=list)
     current: Room | None = None
+    #: The name is an account (logged in with its password); a server operator.
+    account: bool = False
+    operator: bool = False
 
 
 def invalid_name(problem: str, name: str, command: str | None = None) -> ev.Error:
@@ -111,6 +114,8 @@ class ChatService:
         self._arrival_rooms = (settings.default, *settings.autojoin)
         self._sessions: dict[str, User] = {}
         self.stats = Stats()
+        #: Whether a name belongs to an account (a guest cannot /nick to it).
+        self.is_account: Callable[[str], bool] = lambda name: False
 
     @property
     def observers(self) -> list[Callable[[ev.Event], None]]:
@@ -156,13 +161,26 @@ class ChatService:
 
     # --- joining and leaving ---
 
-    def register(self, peer: Peer, name: str, address: str = "") -> User | ev.Error:
-        """Make ``peer`` a participant called ``name``, or say why not."""
+    def register(
+        self, peer: Peer, name: str, address: str = "", *, account: bool = False,
+        operator: bool = False,
+    ) -> User | ev.Error:
+        """Make ``peer`` a participant called ``name``, or say why not.
+
+        ``account``: the password was checked; a stale session of the same
+        account is taken over (told why, and closed).
+        """
         problem = name_problem(name)
         if problem is not None:
             return invalid_name(problem, name)
+        stale = self.registry.get(name)
+        if stale is not None and account:
+            self.reply(stale.peer, ev.error("taken_over"))
+            self.leave(stale, "logged in elsewhere")
+            stale.peer.disconnect("logged in elsewhere")
         now = self.clock.seconds()
-        user = User(name, peer, secrets.token_urlsafe(24), address, now, now)
+        user = User(name, peer, secrets.token_urlsafe(24), address, now, now,
+                    account=account, operator=operator)
         if not self.registry.add(name, user):
             return ev.error("name_taken", name=name)
         self.delivery.add_member(peer, user)
@@ -178,13 +196,13 @@ class ChatService:
         current = user.current.name if user.current else None
         self.reply(peer, ev.Welcome(
             name, user.session, self.server_name, self.public_base,
-            tuple(r.name for r in user.rooms), current,
+            tuple(r.name for r in user.rooms), current, account, operator,
         ))
         for room in joined:
             self.greet(user, room)
         for room in joined:
             self.broadcast(
-                self.chat_event(ev.Join, name, room.name, True), room, origin=user
+                self.chat_event(ev.Join, name, room.name, True, account), room, origin=user
             )
         self.log.info("{name} joined from {address}", name=name, address=for_log(address))
         return user
@@ -242,7 +260,7 @@ class ChatService:
         room = room or user.current
         if room is None:
             return ev.error("not_in_room", command)
-        event = self.chat_event(kind, user.name, text, room.name)
+        event = self.chat_event(kind, user.name, text, room.name, user.account)
         self.store.remember(event)
         self.rooms.said(room)
         self.stats.messages += 1
@@ -266,9 +284,13 @@ class ChatService:
 
     def nick(self, user: User, new: str) -> ev.Error | None:
         self.touch(user)
+        if user.account:
+            return ev.error("account_name", "nick")
         problem = name_problem(new)
         if problem is not None:
             return invalid_name(problem, new, "nick")
+        if self.is_account(new) and new.lower() != user.name.lower():
+            return ev.error("registered", "nick", name=new)
         old = user.name
         if new == old:
             return None
@@ -298,7 +320,9 @@ class ChatService:
 
     def participants(self, users: Iterable[User]) -> tuple[ev.Participant, ...]:
         now = self.clock.seconds()
-        return tuple(ev.Participant(u.name, round(now - u.last_active, 1)) for u in users)
+        return tuple(
+            ev.Participant(u.name, round(now - u.last_active, 1), u.account) for u in users
+        )
 
     def who(self) -> ev.Who:
         return ev.Who(self.participants(self.registry))

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS files (
     uploader TEXT NOT NULL,
     ts REAL NOT NULL,
     quota_key TEXT NOT NULL DEFAULT '',
-    room TEXT NOT NULL DEFAULT ''
+    room TEXT NOT NULL DEFAULT '',
+    removed TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS files_by_time ON files (ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,6 +78,7 @@ _ADDED = (
     ("files", "quota_key", "'user:' || lower(uploader)"),
     ("files", "room", ":default"),
     ("history", "room", ":default"),
+    ("files", "removed", "''"),
 )
 
 _KINDS: dict[str, type[ev.Message] | type[ev.Action]] = {
@@ -106,8 +108,8 @@ class ThreadExecutor:
 
 
 def _file_info(row: tuple[Any, ...]) -> ev.FileInfo:
-    *fields, room = row
-    return ev.FileInfo(*fields, url=None, room=room or None)
+    *fields, room, removed = row
+    return ev.FileInfo(*fields, url=None, room=room or None, removed=bool(removed))
 
 
 class Store:
@@ -159,6 +161,21 @@ class Store:
         row = db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
         self._last_id = max(max_history, int(row[0]) if row else 0)
         self._db = db
+
+    def connection(self) -> sqlite3.Connection:
+        """The database, for reading at start-up (before the reactor runs)."""
+        assert self._db is not None
+        return self._db
+
+    def execute(self, fn: Callable[[sqlite3.Connection], T]) -> defer.Deferred[T]:
+        """Run ``fn(db)`` on the store's thread, after what was queued before."""
+
+        def run() -> T:
+            assert self._db is not None
+            with self._db:
+                return fn(self._db)
+
+        return self._run(run)
 
     def close(self) -> defer.Deferred[None]:
         """Close the database once the statements queued before have run."""
@@ -239,7 +256,7 @@ class Store:
         def select() -> ev.FileInfo | None:
             assert self._db is not None
             row = self._db.execute(
-                "SELECT id, name, size, crc32, sha256, uploader, ts, room FROM files "
+                "SELECT id, name, size, crc32, sha256, uploader, ts, room, removed FROM files "
                 "WHERE id = ?",
                 (file_id,),
             ).fetchone()
@@ -254,10 +271,10 @@ class Store:
 
         def select() -> list[ev.FileInfo]:
             assert self._db is not None
-            where, args = ("WHERE lower(room) = ? ", (room.lower(), n)) if room else ("", (n,))
+            where, args = ("AND lower(room) = ? ", (room.lower(), n)) if room else ("", (n,))
             rows = self._db.execute(
-                "SELECT id, name, size, crc32, sha256, uploader, ts, room FROM files "
-                f"{where}ORDER BY ts DESC LIMIT ?",
+                "SELECT id, name, size, crc32, sha256, uploader, ts, room, removed FROM files "
+                f"WHERE removed = '' {where}ORDER BY ts DESC LIMIT ?",
                 args,
             ).fetchall()
             return [_file_info(row) for row in reversed(rows)]
@@ -320,6 +337,13 @@ class Store:
 
     def _failed(self, failure: Any, what: str) -> None:
         self.log.failure("Database: {what} failed", failure, what=what)
+
+    def mark_removed(self, file_id: str, by: str) -> defer.Deferred[None]:
+        def write() -> None:
+            assert self._db is not None
+            self._db.execute("UPDATE files SET removed = ? WHERE id = ?", (by, file_id))
+
+        return self._run(write)
 
     def quota_rows(self) -> list[tuple[str, float, int]]:
         """``(uploader key, when, size)`` of every stored file; at start-up."""

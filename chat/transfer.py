@@ -520,6 +520,10 @@ class FileStore:
             return ev.error("refused", "send", reason="disk", size=size)
         return None
 
+    def run(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
+        """Blocking file work (a big unlink) off the reactor thread; at once without a pool."""
+        return SerialWorker(self.pool, self.call_from_thread).run(fn)
+
     def may_pump(self) -> bool:
         return sum(u.pumping for u in self.uploads) < MAX_PUMPS
 

@@ -21,6 +21,8 @@ class State(enum.Enum):
     """Where a connection is in its life (docs/protocol.md, "Connection states")."""
 
     REGISTER = "register"
+    #: The next line is a password: the server's, or an account's.
+    PASSWORD = "password"
     CHAT = "chat"
     ATTACHED = "attached"
     RAW = "raw"
@@ -45,7 +47,9 @@ def is_room(word: str) -> bool:
     """Whether an argument names a room (rather than a user): it starts with ``#``."""
     return word.startswith("#")
 
-_ALL = frozenset({State.REGISTER, State.CHAT, State.ATTACHED})
+_ALL = frozenset({State.REGISTER, State.PASSWORD, State.CHAT, State.ATTACHED})
+#: Before a name: answering the server's password, or choosing a name.
+_DOOR = frozenset({State.REGISTER, State.PASSWORD})
 _CHAT = frozenset({State.CHAT})
 _FILES = frozenset({State.CHAT, State.ATTACHED})
 
@@ -204,9 +208,12 @@ class Invite(Command):
 
 @dataclass(frozen=True, slots=True)
 class Kick(Command):
+    """Out of a room (ROOM, or the current one); a server operator who names no
+    room puts NAME off the server."""
+
     verb = "kick"
     usage = "/kick NAME [ROOM] [REASON]"
-    summary = "put someone out of a room (room operators)"
+    summary = "put someone out of a room (room operators), or off the server (operators)"
     name: str = ""
     room: str | None = None
     reason: str = ""
@@ -336,6 +343,176 @@ class History(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Register(Command):
+    verb = "register"
+    usage = "/register PASSWORD"
+    summary = "make your name an account: no one else can take it"
+    password: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        if not args:
+            raise cls.usage_error()
+        return cls(args)
+
+
+@dataclass(frozen=True, slots=True)
+class Login(Command):
+    verb = "login"
+    usage = "/login NAME PASSWORD"
+    summary = "enter as your account (instead of typing a name)"
+    states = frozenset({State.REGISTER})
+    name: str = ""
+    password: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        name, _, password = args.partition(" ")
+        if not name or not password:
+            raise cls.usage_error()
+        return cls(name, password)
+
+
+@dataclass(frozen=True, slots=True)
+class Pass(Command):
+    verb = "pass"
+    usage = "/pass PASSWORD"
+    summary = "the server's password, where it has one (before a name)"
+    states = _DOOR
+    password: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        if not args:
+            raise cls.usage_error()
+        return cls(args)
+
+
+@dataclass(frozen=True, slots=True)
+class Password(Command):
+    """``/password OLD NEW``: passwords may hold spaces, so the server tries each
+    space as the split (OLD is the part that is right)."""
+
+    verb = "password"
+    usage = "/password OLD NEW"
+    summary = "change your account's password"
+    #: Most splits tried: each is a password check.
+    MOST_SPLITS: ClassVar[int] = 4
+    text: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        old, _, new = args.partition(" ")
+        if not old or not new:
+            raise cls.usage_error()
+        return cls(args)
+
+    def splits(self) -> list[tuple[str, str]]:
+        """The (OLD, NEW) readings of the line, the first space first."""
+        spaces = [i for i, c in enumerate(self.text) if c == " "][: self.MOST_SPLITS]
+        return [(self.text[:i], self.text[i + 1:]) for i in spaces
+                if self.text[:i] and self.text[i + 1:]]
+
+
+@dataclass(frozen=True, slots=True)
+class Unregister(Command):
+    verb = "unregister"
+    usage = "/unregister PASSWORD"
+    summary = "your name is an account no more"
+    password: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        if not args:
+            raise cls.usage_error()
+        return cls(args)
+
+
+_DURATION = re.compile(r"([0-9]{1,6})([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> float | None:
+    """``'30m'`` -> 1800.0; None if ``text`` is not a duration."""
+    m = _DURATION.fullmatch(text)
+    return int(m[1]) * _SECONDS[m[2]] if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class Ban(Command):
+    """``/ban NAME|ADDRESS [DURATION] [REASON]``: DURATION like ``30m``, ``2h``, ``7d``
+    (none: for good); ADDRESS an IP address or a CIDR network."""
+
+    verb = "ban"
+    usage = "/ban NAME|ADDRESS [DURATION] [REASON]"
+    summary = "keep a name or an address out (server operators)"
+    target: str = ""
+    seconds: float | None = None
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        target, _, rest = args.strip().partition(" ")
+        if not target:
+            raise cls.usage_error()
+        first, _, more = rest.strip().partition(" ")
+        seconds = duration(first)
+        if seconds is None:
+            return cls(target, None, rest.strip())
+        return cls(target, seconds, more.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Unban(Command):
+    verb = "unban"
+    usage = "/unban NAME|ADDRESS"
+    summary = "lift a ban (server operators)"
+    target: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        if not args.strip() or " " in args.strip():
+            raise cls.usage_error()
+        return cls(args.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Bans(Command):
+    verb = "bans"
+    usage = "/bans"
+    summary = "who is banned, until when, and why (server operators)"
+
+
+@dataclass(frozen=True, slots=True)
+class Say(Command):
+    verb = "say"
+    usage = "/say TEXT"
+    summary = "a server notice to everyone (server operators)"
+    text: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        if not args.strip():
+            raise cls.usage_error()
+        return cls(args.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Rm(Command):
+    verb = "rm"
+    usage = "/rm ID"
+    summary = "remove a file you shared (server operators: any file)"
+    states = _FILES
+    file_id: str = ""
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        if not args.strip() or " " in args.strip():
+            raise cls.usage_error()
+        return cls(args.strip())
+
+
+@dataclass(frozen=True, slots=True)
 class Send(Command):
     """``/send NAME SIZE [CRC32]``: SIZE raw bytes follow the line.
 
@@ -417,7 +594,7 @@ class Proto(Command):
     verb = "proto"
     usage = "/proto text|json"
     summary = "switch between readable lines and JSON"
-    states = frozenset({State.REGISTER, State.CHAT})
+    states = frozenset({State.REGISTER, State.PASSWORD, State.CHAT})
     mode: str = "text"
 
     @classmethod
@@ -446,7 +623,8 @@ class Attach(Command):
     verb = "attach"
     usage = "/attach KEY"
     summary = "make this a transfer connection for KEY's owner"
-    states = frozenset({State.REGISTER})
+    # The session key is the stronger secret: no server password needed first.
+    states = _DOOR
     key: str = ""
 
     @classmethod
@@ -473,7 +651,8 @@ COMMANDS: dict[str, type[Command]] = {
     c.verb: c
     for c in (
         Help, Who, Me, Msg, Nick, History, Join, Part, RoomList, Names, Topic, Invite, Kick,
-        Private, Lock, Op, Deop, Send, Get, Files, Session, Proto, Quit, Attach, Pong,
+        Private, Lock, Op, Deop, Send, Get, Files, Rm, Session, Register, Login, Pass,
+        Password, Unregister, Ban, Unban, Bans, Say, Proto, Quit, Attach, Pong,
     )
 }
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argon2 import PasswordHasher
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -37,6 +38,9 @@ from chat.service import ChatService
 from chat.store import Store
 
 DEADLINE = 10.0
+
+#: Argon2id at its cheapest: the in-memory tests hash many passwords.
+CHEAP_HASHES = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @dataclass
@@ -124,7 +128,7 @@ def memory_server(
     clock.advance(1_700_000_000)
     store = Store(tmp_path / "chat.sqlite3", clock, config.history.max)
     store.open(config.rooms.default)
-    factory = build_factory(config, clock, store, coalesce=coalesce)
+    factory = build_factory(config, clock, store, coalesce=coalesce, passwords=CHEAP_HASHES)
     return MemoryServer(factory, clock, store, config)
 
 

@@ -40,6 +40,9 @@ from chat.transfer import Transfer
 from tests.support import MemoryServer, memory_server
 
 
+def sources_of(mem: MemoryServer, started: float = 0.0) -> Sources:
+    return Sources(mem.service, mem.factory.files.store, {}, started, mem.factory.admin)
+
 def texts(lines: list) -> list[str]:
     return [line_text(line) for line in lines]
 
@@ -273,7 +276,7 @@ def console_on(mem: MemoryServer, **kw: float) -> tuple[Console, FakeScreen, lis
     stops: list[str] = []
     console = Console(ConsoleSettings(**kw), mem.clock, stop=lambda: stops.append("stop"))
     screen = FakeScreen()
-    sources = Sources(mem.service, mem.factory.files.store, {}, mem.clock.seconds())
+    sources = sources_of(mem, mem.clock.seconds())
     console.attach(sources, screen)
     mem.clock.advance(0)
     return console, screen, stops
@@ -402,7 +405,12 @@ def test_bad_commands_show_an_error_in_the_view(tmp_path: Path) -> None:
     cases = {
         b"/frobnicate\n": "Unknown command /frobnicate. Try /help.",
         b"/kick\n": "Usage: /kick NAME [REASON]",
-        b"/kick nobody\n": "Nobody called nobody is connected.",
+        b"/kick nobody\n": "nobody is not here.",
+        b"/ban\n": "Usage: /ban NAME|ADDRESS [DURATION] [REASON]",
+        b"/ban 10.0.0.0/99\n": "Ban a name, an address or a network (e.g. 192.168.1.0/24).",
+        b"/unban carol\n": "carol is not banned.",
+        b"/oper ghost\n": "ghost is not an account (they can /register first).",
+        b"/rm f-nope\n": "No file with id f-nope.",
         b"/say   \n": "Usage: /say [ROOM] TEXT",
         b"/files 3\n": "Usage: /files",
         b"hello\n": "Admin commands start with '/'. Try /help.",
@@ -460,7 +468,7 @@ def test_log_lines_go_to_the_view_and_the_file_scrubbed(tmp_path: Path) -> None:
     log.info("before the view: {x}", x="early")
     assert "before the view: early" in fallback.getvalue()
     screen = FakeScreen()
-    console.attach(Sources(mem.service, mem.factory.files.store, {}, 0.0), screen,
+    console.attach(sources_of(mem), screen,
                    tmp_path / "server.log")
     log.info("{name} joined", name="eve\x1b[2J\x1b]0;pwned\x07\nforged line")
     mem.clock.advance(1)
@@ -512,7 +520,7 @@ def test_console_costs_a_small_fraction_of_throughput(tmp_path: Path) -> None:
         if with_console:
             console = Console(ConsoleSettings(), mem.clock)
             screen = Screen(lambda data: None, lambda: (160, 50))
-            console.attach(Sources(mem.service, mem.factory.files.store, {}, 0.0), screen)
+            console.attach(sources_of(mem), screen)
             spent = [0.0]
             draw = console.draw
 

@@ -150,7 +150,7 @@ def strict(tmp_path: Path) -> Iterator[RealServer]:
     """Small upload limits, and loopback counted per address like any other."""
     limits = config_file(
         tmp_path, exempt_addresses=[], upload_min_rate=20000, upload_rate_window=2.0,
-        upload_reservation_per_address_bytes=1000, daily_quota_bytes=1500,
+        upload_reservation_per_address_bytes=1000, guest_quota_bytes=1500,
         max_connections_per_address=50, max_new_connections_per_minute=100,
         flood_burst=1000,
     )
@@ -204,7 +204,7 @@ def test_the_daily_quota_survives_nick_and_reconnecting(strict: RealServer) -> N
 
 def test_quotas_count_by_name_where_the_address_is_shared() -> None:
     clock = task.Clock()
-    quotas = Quotas(clock, daily=1000)
+    quotas = Quotas(clock, guest_daily=1000)
     shared = ["127.0.0.1"]
     ann, bob = (uploader_key("127.0.0.1", n, shared) for n in ("ann", "bob"))
     quotas.stored(ann, 900)

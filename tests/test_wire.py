@@ -16,7 +16,7 @@ from chat.wire import State
 from tests.support import MemoryServer
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
-ALL = {State.REGISTER, State.CHAT, State.ATTACHED}
+ALL = {State.REGISTER, State.PASSWORD, State.CHAT, State.ATTACHED}
 
 
 def doc_table(heading: str) -> list[list[str]]:
@@ -157,6 +157,13 @@ SAMPLES: list[ev.Event] = [
     ev.FetchHint(SAMPLE_FILE),
     ev.Ping("17"),
     ev.Info("hello"),
+    ev.Removed(11, 1_700_000_000.0, "alice", "ab" * 16, "notes.txt", "#dev"),
+    ev.BanInfo("address", "10.0.0.0/8", 1_700_003_600.0, "spam", "alice"),
+    ev.BanList((ev.BanInfo("name", "bob", None, "", "console"),)),
+    ev.Prompt("The name alice is registered. Password:", None, "account"),
+    ev.Welcome("alice", "key", "lanchat", None, ("#lobby",), "#lobby", True, True),
+    ev.Message(12, 1_700_000_000.0, "alice", "hi", "#lobby", True),
+    ev.Error("banned", None, {"until": 1_700_003_600.0, "reason": "spam"}, "You are banned."),
 ]
 
 
@@ -204,7 +211,8 @@ def test_every_error_code_has_words() -> None:
     values = {"reason": "quota", "size": 2, "quota": 1, "used": 1,
               "name": "n", "verb": "v", "usage": "u", "limit": 1, "value": "v",
               "expected": "0", "actual": "1", "file_id": "f", "wait": 1, "timeout": 1.0,
-              "missing": 1, "http": None, "room": "#dev"}
+              "missing": 1, "http": None, "room": "#dev", "target": "t",
+              "until": 1_700_000_000.0}
     worded = set()
     for code in ERRORS:
         for problem in ("empty", "fields"):
