@@ -91,7 +91,8 @@ class RoomChat:
         return None
 
     def listing(self, user: User) -> None:
-        self.chat.reply(user.peer, ev.Rooms(self.rooms.listing(user)))
+        # Server operators see private rooms too (they act in every room).
+        self.chat.reply(user.peer, ev.Rooms(self.rooms.listing(user, see_private=user.operator)))
 
     def invite(self, user: User, name: str, room_name: str | None) -> ev.Error | None:
         """``/invite NAME [ROOM]``: let NAME into a private room (and tell them)."""

@@ -114,7 +114,10 @@ class Rooms:
         if room_name_problem(name):
             return ev.error("bad_room_name", command, room=name[:40])
         room = self.get(name)
-        if room is None or (outside and room.private and user not in room.members):
+        hidden = room is not None and room.private and user not in room.members and not (
+            getattr(user, "operator", False)
+        )
+        if room is None or (outside and hidden):
             return ev.error("no_such_room", command, room=name)
         if user not in room.members and not outside:
             return ev.error("not_in_room", command, room=room.name)

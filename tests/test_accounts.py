@@ -630,3 +630,24 @@ def test_events_carry_the_account_flag_through_json() -> None:
 
     data = json.loads(JsonRenderer().render(event))
     assert data["account"] is True and ev.from_json(data) == event
+
+
+def test_server_operators_see_and_run_every_room(mem: MemoryServer) -> None:
+    owner = mem.user("owner")
+    owner.line("/join #staff")
+    owner.line("/private on")
+    op = account(mem, "op")
+    mem.factory.admin.oper("console", "op", True)
+    guest = mem.user("guest")
+    for c in (op, guest):
+        c.take()
+        c.line("/rooms")
+    assert any("#staff" in ln for ln in op.lines())
+    assert not any("#staff" in ln for ln in guest.lines())
+    op.line("/join #staff")  # no invitation needed
+    op.line("/topic #staff for staff only")
+    assert op.proto.user is not None and op.proto.user.current is not None
+    assert op.proto.user.current.name == "#staff"
+    assert any("for staff only" in ln for ln in owner.lines())
+    lobby = mem.service.rooms.get("#lobby")
+    assert lobby is not None and not lobby.operators  # the server's room: no first-comer op
