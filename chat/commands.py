@@ -310,7 +310,12 @@ class Commands:
         owner = _user(conn)
         offer = self.files.offer(owner, conn.uploader_key(), cmd, HoldReading(conn, "upload"))
         if isinstance(offer, Upload):
-            return conn.receive(cmd.size, offer, lambda: self.files.complete(offer, owner, conn))
+            upload = offer
+
+            def finish() -> defer.Deferred[None]:
+                return self.files.complete(upload, owner, conn.reply)
+
+            return conn.receive(cmd.size, upload, finish)
         if offer.code == "too_large":
             # No raw mode can follow a size that will never be read: close.
             conn.close("connection lost", say=offer)

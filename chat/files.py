@@ -11,6 +11,8 @@ knows about connections beyond the ``Peer`` it answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -19,7 +21,7 @@ from twisted.python.failure import Failure
 from chat import events as ev
 from chat import wire
 from chat.sanitize import for_log
-from chat.service import ChatService, Peer, User
+from chat.service import ChatService, User
 from chat.store import Store
 from chat.transfer import CrcMismatch, FileStore, Stored, Upload, crc_hex, decode_file_name
 
@@ -62,14 +64,17 @@ class FileService:
             owner.name, key, name, send.size, send.crc32, producer, owner.current.name
         )
 
-    def complete(self, upload: Upload, owner: User, peer: Peer) -> defer.Deferred[None]:
-        """Check and store a whole upload, then answer ``peer`` and tell the chat.
+    def complete(
+        self, upload: Upload, owner: User, answer: Callable[[ev.Event], None]
+    ) -> defer.Deferred[None]:
+        """Check and store a whole upload, then ``answer`` the uploader (``uploaded``,
+        or the error) and tell the chat.
 
         Fires once both are on their way (errors are answers too).
         """
         d = upload.finish()
         d.addCallback(self._record, upload, owner)
-        d.addCallbacks(self._shared, self._failed, (owner, peer), errbackArgs=(upload, peer))
+        d.addCallbacks(self._shared, self._failed, (owner, answer), errbackArgs=(upload, answer))
         return d.addBoth(self._ended, upload)
 
     def _record(self, stored: Stored, upload: Upload, owner: User) -> defer.Deferred[ev.FileInfo]:
@@ -81,11 +86,15 @@ class FileService:
         self.store.quotas.stored(t.key, info.size)
         return self.db.add_file(info, t.key).addCallback(lambda _: info)
 
-    def _shared(self, info: ev.FileInfo, owner: User, peer: Peer) -> None:
-        self.chat.reply(peer, ev.Uploaded(self.chat.with_url(info)))
+    def _shared(
+        self, info: ev.FileInfo, owner: User, answer: Callable[[ev.Event], None]
+    ) -> None:
+        answer(ev.Uploaded(self.chat.with_url(info)))
         self.chat.file_shared(owner, info)
 
-    def _failed(self, failure: Failure, upload: Upload, peer: Peer) -> None:
+    def _failed(
+        self, failure: Failure, upload: Upload, answer: Callable[[ev.Event], None]
+    ) -> None:
         mismatch = failure.check(CrcMismatch)
         if mismatch:
             e: CrcMismatch = failure.value  # type: ignore[assignment]
@@ -97,7 +106,7 @@ class FileService:
                 "Storing upload {name} failed", failure, name=for_log(upload.transfer.name)
             )
             error = ev.error("store_failed", "send")
-        self.chat.reply(peer, error)
+        answer(error)
 
     def _ended(self, result: object, upload: Upload) -> None:
         self.store.end_upload(upload)
