@@ -48,11 +48,19 @@ class FileService:
         ``too_large`` means no such upload can ever be taken (the connection
         closes); ``refused`` that this one cannot (its bytes are discarded).
         """
+        if owner.current is None and self.store.too_large(send.size) is None:
+            return ev.error("not_in_room", "send")  # a file is shared into a room
+        room = owner.current.name if owner.current else ""
+        return self.offer_as(owner.name, room, key, send, producer)
+
+    def offer_as(
+        self, uploader: str, room: str, key: str, send: wire.Send, producer: IPushProducer
+    ) -> Upload | ev.Error:
+        """``offer`` for an uploader who need not be connected (an HTTP upload by an
+        account): the file is shared into ``room`` under the name ``uploader``."""
         too_large = self.store.too_large(send.size)
         if too_large is not None:
             return too_large
-        if owner.current is None:
-            return ev.error("not_in_room", "send")  # a file is shared into a room
         name, why = decode_file_name(send.name)
         if why is not None:
             return ev.error("refused", "send", size=send.size, **why)
@@ -60,12 +68,10 @@ class FileService:
         refusal = self.store.refusal(send.size, key)
         if refusal is not None:
             return refusal
-        return self.store.begin_upload(
-            owner.name, key, name, send.size, send.crc32, producer, owner.current.name
-        )
+        return self.store.begin_upload(uploader, key, name, send.size, send.crc32, producer, room)
 
     def complete(
-        self, upload: Upload, owner: User, answer: Callable[[ev.Event], None]
+        self, upload: Upload, owner: User | None, answer: Callable[[ev.Event], None]
     ) -> defer.Deferred[None]:
         """Check and store a whole upload, then ``answer`` the uploader (``uploaded``,
         or the error) and tell the chat.
@@ -77,20 +83,22 @@ class FileService:
         d.addCallbacks(self._shared, self._failed, (owner, answer), errbackArgs=(upload, answer))
         return d.addBoth(self._ended, upload)
 
-    def _record(self, stored: Stored, upload: Upload, owner: User) -> defer.Deferred[ev.FileInfo]:
+    def _record(
+        self, stored: Stored, upload: Upload, owner: User | None
+    ) -> defer.Deferred[ev.FileInfo]:
         t = upload.transfer
         info = ev.FileInfo(
-            stored.file_id, t.name, stored.size, stored.crc32, stored.sha256, owner.name,
+            stored.file_id, t.name, stored.size, stored.crc32, stored.sha256, t.user,
             self.clock.seconds(), None, t.room,
         )
         self.store.quotas.stored(t.key, info.size)
         return self.db.add_file(info, t.key).addCallback(lambda _: info)
 
     def _shared(
-        self, info: ev.FileInfo, owner: User, answer: Callable[[ev.Event], None]
+        self, info: ev.FileInfo, owner: User | None, answer: Callable[[ev.Event], None]
     ) -> None:
         answer(ev.Uploaded(self.chat.with_url(info)))
-        self.chat.file_shared(owner, info)
+        self.chat.file_shared(info, owner)
 
     def _failed(
         self, failure: Failure, upload: Upload, answer: Callable[[ev.Event], None]

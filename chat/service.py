@@ -348,12 +348,13 @@ class ChatService:
     def with_url(self, info: ev.FileInfo) -> ev.FileInfo:
         return replace(info, url=self.file_url(info))
 
-    def file_shared(self, user: User, info: ev.FileInfo) -> None:
-        """Announce a stored file to its room (the uploader is told separately)."""
+    def file_shared(self, info: ev.FileInfo, user: User | None = None) -> None:
+        """Announce a stored file to its room (the uploader is told separately;
+        ``user``: the uploader's connection, if it has one, hears it per its mode)."""
         info = self.with_url(info)
         room = self.rooms.get(info.room) if info.room else None
         event = self.chat_event(
-            ev.FileShared, user.name, info.file_id, info.name, info.size, info.crc32,
+            ev.FileShared, info.uploader, info.file_id, info.name, info.size, info.crc32,
             info.sha256, info.url, info.room,
         )
         self.broadcast(event, room, origin=user)
