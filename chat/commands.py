@@ -64,6 +64,9 @@ class Conn(Protocol):
     def uploader_key(self) -> str:
         """Whose quotas an upload on this connection counts against."""
 
+    def upload_owner(self) -> str:
+        """Whose interrupted uploads this connection may resume."""
+
 
 class Commands:
     """One handler per ``wire`` command."""
@@ -81,7 +84,8 @@ class Commands:
         self._handlers: dict[type[wire.Command], Callable[[Conn, Any], Answer]] = {
             wire.Help: self.help, wire.Who: self.who, wire.Me: self.me, wire.Msg: self.msg,
             wire.Nick: self.nick, wire.History: self.history, wire.Send: self.send,
-            wire.Get: self.get, wire.Files: self.list_files, wire.Session: self.session,
+            wire.Get: self.get, wire.Resume: self.resume, wire.Files: self.list_files,
+            wire.Session: self.session,
             wire.Proto: self.proto, wire.Quit: self.quit, wire.Attach: self.attach,
             wire.Pong: self.pong, wire.Join: self.join, wire.Part: self.part,
             wire.RoomList: self.room_list, wire.Names: self.names, wire.Topic: self.topic,
@@ -308,20 +312,25 @@ class Commands:
 
     def send(self, conn: Conn, cmd: wire.Send) -> Answer:
         owner = _user(conn)
-        offer = self.files.offer(owner, conn.uploader_key(), cmd, HoldReading(conn, "upload"))
+        offer = self.files.offer(
+            owner, conn.uploader_key(), cmd, HoldReading(conn, "upload"), conn.upload_owner()
+        )
         if isinstance(offer, Upload):
             upload = offer
 
             def finish() -> defer.Deferred[None]:
                 return self.files.complete(upload, owner, conn.reply)
 
-            return conn.receive(cmd.size, upload, finish)
+            return conn.receive(cmd.left, upload, finish)
         if offer.code == "too_large":
             # No raw mode can follow a size that will never be read: close.
             conn.close("connection lost", say=offer)
             return None
         conn.reply(offer)  # refused: the bytes are read and dropped, the connection goes on
-        return conn.receive(cmd.size, Discard(), lambda: defer.succeed(None))
+        return conn.receive(cmd.left, Discard(), lambda: defer.succeed(None))
+
+    def resume(self, conn: Conn, cmd: wire.Resume) -> None:
+        conn.reply(self.files.held(conn.upload_owner(), cmd))
 
     def get(self, conn: Conn, cmd: wire.Get) -> Answer:
         text_mode = conn.mode == "text"  # what /get means is fixed now, not at the answer
@@ -329,8 +338,9 @@ class Commands:
         def found(info: ev.FileInfo | None) -> Answer:
             if info is None:
                 conn.reply(ev.error("no_such_file", "get", file_id=_shown(cmd.file_id)))
-            elif info.removed:
-                conn.reply(ev.error("removed", "get", file_id=info.file_id))
+            elif info.removed or info.expired:
+                code = "removed" if info.removed else "expired"
+                conn.reply(ev.error(code, "get", file_id=info.file_id))
             elif text_mode:
                 conn.reply(ev.FetchHint(info))
             elif cmd.offset > info.size:

@@ -106,6 +106,18 @@ class HistorySettings:
 
 
 @dataclass
+class FileSettings:
+    #: Seconds an interrupted upload (sent with a CRC-32) is kept to be resumed.
+    resume_window: float = 3600.0
+    #: Days a shared file is kept (0: for good).
+    retention_days: float = 30.0
+    #: Bytes all shared files may take together; the oldest go first (0: no cap).
+    max_store_bytes: int = 0
+    #: Seconds between sweeps of expired files and partial uploads.
+    sweep_interval: float = 600.0
+
+
+@dataclass
 class ConsoleSettings:
     enabled: bool = True
     log_lines: int = 200
@@ -119,6 +131,7 @@ class Config:
     rooms: RoomSettings = field(default_factory=RoomSettings)
     accounts: AccountSettings = field(default_factory=AccountSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
+    files: FileSettings = field(default_factory=FileSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     @property
@@ -222,6 +235,8 @@ def _validate(config: Config) -> None:
                               "digits, '_', '-' or '.')")
     if config.rooms.max_per_user < 1 + len(config.rooms.autojoin):
         raise ConfigError("rooms.max_per_user: must allow the default and autojoin rooms")
+    if config.files.sweep_interval <= 0:
+        raise ConfigError("files.sweep_interval: must be positive")
     if config.console.refresh_per_second <= 0:
         raise ConfigError("console.refresh_per_second: must be positive")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import shutil
 import signal
 import sys
 import time
@@ -39,7 +40,7 @@ from chat import events as ev
 from chat.config import ConsoleSettings
 from chat.console_commands import ConsoleCommands
 from chat.sanitize import clean, for_log
-from chat.units import human_duration, human_size
+from chat.units import human_duration, human_size, plural
 
 # --- what the view is made of ---
 
@@ -163,6 +164,7 @@ class Snapshot:
     status: Entry | None = None
     input: str = ""
     notes: tuple[tuple[str, str], ...] = ()
+    store: str = ""
 
 
 # --- rendering: a pure function of a snapshot and a size ---
@@ -215,6 +217,8 @@ def _header(s: Snapshot) -> list[Line]:
         Segment(f"  messages {s.messages}  private {s.privates}"),
         Segment(f"  in {human_size(s.bytes_in)}  out {human_size(s.bytes_out)}"),
     ]
+    if s.store:
+        second.append(Segment(f"  {s.store}"))
     notes = [[Segment(text, NOTE_COLOUR.get(kind), kind == "warning")] for kind, text in s.notes]
     return [first, second, *notes]
 
@@ -441,12 +445,29 @@ class Sources:
     admin: Any = None  # chat.admin.Admin
     #: What the header keeps saying: (kind, text), e.g. the TLS fingerprint.
     notes: list[tuple[str, str]] = field(default_factory=list)
+    file_service: Any = None  # chat.files.FileService
 
     @classmethod
     def of(cls, server: Any) -> Sources:
         assert server.service is not None and server.factory is not None
         return cls(server.service, server.factory.files.store, server.ports, server.started,
-                   server.factory.admin, server.notes)
+                   server.factory.admin, server.notes, server.factory.files)
+
+    def store_line(self, now: float) -> str:
+        """Files kept, their bytes, free disk, and what the last sweep did."""
+        fs = self.file_service
+        if fs is None:
+            return ""
+        try:
+            free = human_size(shutil.disk_usage(fs.store.root).free)
+        except OSError:
+            free = "?"
+        line = f"store {plural(fs.count, 'file')} {human_size(fs.bytes)}, {free} free"
+        swept = fs.last_sweep
+        if swept is not None:
+            line += (f"; swept {human_duration(now - swept.at)} ago: {swept.expired} expired, "
+                     f"{swept.partials} partial")
+        return line
 
     def addresses(self) -> tuple[tuple[str, str], ...]:
         out = []
@@ -796,6 +817,7 @@ class Console:
             status=self.status,
             input=self.input,
             notes=tuple(src.notes),
+            store=src.store_line(now),
         )
 
     def _rate(self, now: float, count: int) -> float:

@@ -372,7 +372,9 @@ class Error(Event):
 
     type: ClassVar[str] = "error"
     #: The values a JSON client gets as fields of their own (docs/protocol.md).
-    PUBLIC: ClassVar[frozenset[str]] = frozenset({"limit", "size", "wait", "reason", "until"})
+    PUBLIC: ClassVar[frozenset[str]] = frozenset(
+        {"limit", "size", "wait", "reason", "until", "offset"}
+    )
     code: str
     command: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -467,6 +469,8 @@ class FileInfo(Event):
     room: str | None = None
     #: Removed (``/rm``): the record stays, the bytes are gone.
     removed: bool = False
+    #: Expired (``files.retention_days``, ``files.max_store_bytes``): the same.
+    expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +486,17 @@ class Uploaded(Event):
 
     type: ClassVar[str] = "uploaded"
     file: FileInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Event):
+    """Answer to ``/resume``: ``offset`` bytes of that upload are held (0: none)."""
+
+    type: ClassVar[str] = "resume"
+    name: str
+    size: int
+    crc32: str
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,7 +546,7 @@ EVENTS: dict[str, type[Event]] = {
         *CHAT_EVENTS, Prompt, Participant, Welcome, Participants, History, Who, Names, RoomInfo,
         Rooms, Invited, Current, BanInfo, BanList, Error, Help, Proto, Session, Attached,
         Bye, FileInfo, Files,
-        Uploaded, Download, FetchHint, Ping, Info,
+        Uploaded, Resume, Download, FetchHint, Ping, Info,
     )
 }
 

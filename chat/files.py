@@ -12,6 +12,7 @@ knows about connections beyond the ``Peer`` it answers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -20,41 +21,65 @@ from twisted.python.failure import Failure
 
 from chat import events as ev
 from chat import wire
+from chat.config import FileSettings
+from chat.partials import PartialKey
 from chat.sanitize import for_log
 from chat.service import ChatService, User
 from chat.store import Store
 from chat.transfer import CrcMismatch, FileStore, Stored, Upload, crc_hex, decode_file_name
 
 
+@dataclass(frozen=True)
+class Swept:
+    """What one sweep did (the console shows the last)."""
+
+    at: float
+    expired: int = 0
+    freed: int = 0
+    partials: int = 0
+
+
 class FileService:
-    """The offer -> stored -> shared path of every file, and finding them again."""
+    """The offer -> stored -> shared path of every file, finding them again, and
+    letting them go (``/rm``, expiry)."""
 
     log = Logger()
 
-    def __init__(self, store: FileStore, db: Store, chat: ChatService, clock: IReactorTime):
+    def __init__(
+        self, store: FileStore, db: Store, chat: ChatService, clock: IReactorTime,
+        settings: FileSettings | None = None,
+    ):
         self.store = store
         self.db = db
         self.chat = chat
         self.clock = clock
+        self.settings = settings or FileSettings()
+        #: Files kept and their bytes (not removed, not expired).
+        self.count, self.bytes = db.file_usage()
+        self.last_sweep: Swept | None = None
 
     # --- uploads ---
 
     def offer(
-        self, owner: User, key: str, send: wire.Send, producer: IPushProducer
+        self, owner: User, key: str, send: wire.Send, producer: IPushProducer,
+        holder: str | None = None,
     ) -> Upload | ev.Error:
         """An ``Upload`` to stream ``send``'s bytes into, or why not.
 
-        ``key`` is whose quotas it counts against (``chat.quotas.uploader_key``).
-        ``too_large`` means no such upload can ever be taken (the connection
-        closes); ``refused`` that this one cannot (its bytes are discarded).
+        ``key`` is whose quotas it counts against (``chat.quotas.uploader_key``);
+        ``holder`` whose interrupted uploads it may resume (``chat.partials``;
+        None: it is not kept if interrupted). ``too_large`` means no such
+        upload can ever be taken (the connection closes); ``refused`` and
+        ``bad_offset`` that this one cannot (its bytes are discarded).
         """
         if owner.current is None and self.store.too_large(send.size) is None:
             return ev.error("not_in_room", "send")  # a file is shared into a room
         room = owner.current.name if owner.current else ""
-        return self.offer_as(owner.name, room, key, send, producer)
+        return self.offer_as(owner.name, room, key, send, producer, holder)
 
     def offer_as(
-        self, uploader: str, room: str, key: str, send: wire.Send, producer: IPushProducer
+        self, uploader: str, room: str, key: str, send: wire.Send, producer: IPushProducer,
+        holder: str | None = None,
     ) -> Upload | ev.Error:
         """``offer`` for an uploader who need not be connected (an HTTP upload by an
         account): the file is shared into ``room`` under the name ``uploader``."""
@@ -63,12 +88,34 @@ class FileService:
             return too_large
         name, why = decode_file_name(send.name)
         if why is not None:
-            return ev.error("refused", "send", size=send.size, **why)
+            return ev.error("refused", "send", size=send.left, **why)
         assert name is not None
+        partial = None
+        if holder is not None and send.crc32 is not None:
+            partial = PartialKey(holder, name, send.size, send.crc32)
+            if partial.stem in self.store.partials.active:
+                return ev.error("refused", "send", size=send.left, reason="in_progress")
+            held = self.store.partials.held(partial)
+            if send.offset not in (0, held):  # 0 starts over
+                return ev.error("bad_offset", "send", offset=held, size=send.left)
+        elif send.offset:
+            return ev.error("bad_offset", "send", offset=0, size=send.left)
         refusal = self.store.refusal(send.size, key)
         if refusal is not None:
             return refusal
-        return self.store.begin_upload(uploader, key, name, send.size, send.crc32, producer, room)
+        return self.store.begin_upload(
+            uploader, key, name, send.size, send.crc32, producer, room, partial, send.offset
+        )
+
+    def held(self, holder: str, resume: wire.Resume) -> ev.Resume | ev.Error:
+        """``/resume``: how many bytes of that interrupted upload are kept."""
+        name, why = decode_file_name(resume.name)
+        if why is not None:
+            return ev.error("refused", "resume", size=0, **why)
+        assert name is not None
+        key = PartialKey(holder, name, resume.size, resume.crc32)
+        held = 0 if key.stem in self.store.partials.active else self.store.partials.held(key)
+        return ev.Resume(resume.name, resume.size, crc_hex(resume.crc32), held)
 
     def complete(
         self, upload: Upload, owner: User | None, answer: Callable[[ev.Event], None]
@@ -92,6 +139,7 @@ class FileService:
             self.clock.seconds(), None, t.room,
         )
         self.store.quotas.stored(t.key, info.size)
+        self.count, self.bytes = self.count + 1, self.bytes + info.size
         return self.db.add_file(info, t.key).addCallback(lambda _: info)
 
     def _shared(
@@ -125,11 +173,13 @@ class FileService:
         """The record of ``file_id`` (with its URL) if its file is there, else None.
 
         A record whose file is gone (removed by hand) must not promise bytes;
-        one removed with ``/rm`` is returned as such (``removed``).
+        one removed with ``/rm`` or expired is returned as such (``removed``,
+        ``expired``).
         """
 
         def there(info: ev.FileInfo | None) -> ev.FileInfo | None:
-            if info is None or (not info.removed and not self.store.path(info.file_id).is_file()):
+            gone = info is not None and (info.removed or info.expired)
+            if info is None or (not gone and not self.store.path(info.file_id).is_file()):
                 return None
             return self.chat.with_url(info)
 
@@ -146,9 +196,42 @@ class FileService:
             )
             self.chat.broadcast(event, room)
 
+        self.count, self.bytes = self.count - 1, self.bytes - info.size
         d = self.db.mark_removed(info.file_id, by)
         d.addCallback(lambda _: self.store.run(lambda: path.unlink(missing_ok=True)))
         return d.addCallback(removed)
+
+    def sweep(self) -> defer.Deferred[Swept]:
+        """Expire files past ``files.retention_days`` or over ``files.max_store_bytes``
+        (oldest first), and remove interrupted uploads too old to resume; the
+        disk work runs off the reactor thread."""
+        now = self.clock.seconds()
+        days = self.settings.retention_days
+        before = now - days * 86400 if days else None
+
+        def unlink(gone: list[tuple[str, int]]) -> defer.Deferred[Swept]:
+            self.count -= len(gone)
+            self.bytes -= sum(size for _, size in gone)
+
+            def work() -> Swept:
+                for file_id, _ in gone:
+                    self.store.path(file_id).unlink(missing_ok=True)
+                partials = self.store.partials.sweep()
+                return Swept(now, len(gone), sum(size for _, size in gone), partials)
+
+            return self.store.run(work)
+
+        def done(swept: Swept) -> Swept:
+            self.last_sweep = swept
+            if swept.expired or swept.partials:
+                self.log.info(
+                    "Sweep: {n} file(s) expired ({freed} bytes freed), {p} interrupted "
+                    "upload(s) removed", n=swept.expired, freed=swept.freed, p=swept.partials,
+                )
+            return swept
+
+        d = self.db.expire_files(before, self.settings.max_store_bytes, now)
+        return d.addCallback(unlink).addCallback(done)
 
     def recent(self, n: int, room: str | None = None) -> defer.Deferred[list[ev.FileInfo]]:
         """The ``n`` most recent files (shared into ``room``), oldest first, with their URLs."""

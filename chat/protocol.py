@@ -39,6 +39,7 @@ from chat.framing import TOO_LONG, TooLong
 from chat.limits import AddressLimiter, Exempt, InputLimits
 from chat.liveness import Liveness
 from chat.output import Output
+from chat.partials import resume_owner
 from chat.quotas import uploader_key
 from chat.reading import Reader
 from chat.sanitize import for_log, strip_telnet
@@ -354,6 +355,10 @@ class ChatProtocol(Protocol, TimeoutMixin):
         assert self.user is not None
         user = self.user
         return uploader_key(self.host, user.name, self.factory.shared, user.account)
+
+    def upload_owner(self) -> str:
+        assert self.user is not None
+        return resume_owner(self.host, self.user.name, self.user.account)
 
     def attach(self, owner: User) -> None:
         """Become a transfer connection acting for ``owner``."""

@@ -34,9 +34,10 @@ _NAME_PROBLEMS = {
 }
 
 _HEADER_PROBLEMS = {
-    "fields": "Usage: /send NAME SIZE [CRC32] (NAME percent-encoded, SIZE in bytes)",
+    "fields": "Usage: /send NAME SIZE [CRC32 [OFFSET]] (NAME percent-encoded, SIZE in bytes)",
     "size": "SIZE must be a decimal number of bytes, not {value!r}.",
     "crc": "CRC32 must be exactly 8 hex digits, not {value!r}.",
+    "offset": "OFFSET must be a decimal number of bytes no larger than SIZE, not {value!r}.",
 }
 
 #: Why a well-formed upload is refused (the ``reason`` of a ``refused`` error).
@@ -58,6 +59,7 @@ REFUSALS = {
         "flight, {used_human} now)."
     ),
     "disk": "Not enough disk space on the server for {size_human}.",
+    "in_progress": "That upload is already coming in on another connection.",
 }
 
 
@@ -107,7 +109,11 @@ ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
     ),
     "store_failed": "The server could not store the file.",
     "no_such_file": "No file with id {file_id}.",
-    "bad_offset": "OFFSET is beyond the file's {size} bytes.",
+    "bad_offset": lambda p: (
+        f"OFFSET must be {p['offset']}: the server holds that many bytes of this upload; "
+        f"the {plural(p['size'], 'byte')} sent are discarded." if "offset" in p
+        else f"OFFSET is beyond the file's {p['size']} bytes."
+    ),
     "kicked": "You were kicked: {reason}",
     "excess_flood": "Excess flood: you sent too much too fast.",
     "nick_flood": lambda p: (
@@ -160,6 +166,7 @@ ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
     "no_such_ban": "{target} is not banned.",
     "bad_ban": "Ban a name, an address or a network (e.g. 192.168.1.0/24).",
     "removed": "The file {file_id} was removed.",
+    "expired": "The file {file_id} has expired: the server no longer keeps it.",
     "not_yours": "Only who shared a file (or an operator) can remove it.",
 }
 
@@ -216,6 +223,12 @@ class TextRenderer:
             ev.Nick: lambda e, v, t: f"{self.stamp(e.ts)} -- {e.old} is now known as {e.new}.",
             ev.Notice: lambda e, v, t: f"{self._head(e, t)}-- Server notice: {e.text}",
             ev.FileShared: self._file_shared,
+            ev.Resume: lambda e, v, t: (
+                f"-- {e.name}: the server holds {plural(e.offset, 'byte')} of {e.size}; send "
+                f"the rest with /send {e.name} {e.size} {e.crc32} {e.offset}"
+                if e.offset else f"-- {e.name}: nothing held; send it all with "
+                f"/send {e.name} {e.size} {e.crc32}"
+            ),
             ev.Removed: lambda e, v, t: f"{self._head(e, t)}-- {e.by} removed {e.name}.",
             ev.Prompt: lambda e, v, t: e.text,
             ev.Welcome: lambda e, v, t: f"Welcome to the chat, {e.name}.",

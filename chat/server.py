@@ -16,7 +16,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -79,6 +79,7 @@ def build_factory(
         ),
         pool=pool,
         call_from_thread=call_from_thread,
+        resume_window=config.files.resume_window,
     )
     files.prepare(store.file_ids())
     files.quotas.load(store.quota_rows())
@@ -95,7 +96,7 @@ def build_factory(
     accounts = Accounts(store, clock, config.accounts, hasher, passwords)
     accounts.load()
     service.is_account = accounts.exists
-    files_service = FileService(files, store, service, clock)
+    files_service = FileService(files, store, service, clock, config.files)
     return ChatFactory(service, files_service, accounts, config, clock)
 
 
@@ -177,6 +178,7 @@ class ChatServer(service.MultiService):
         self._executor: ThreadExecutor | None = None
         self._upload_pool: ThreadPool | None = None
         self._password_pool: ThreadPool | None = None
+        self._sweeper: task.LoopingCall = task.LoopingCall(lambda: None)
 
     def startService(self) -> None:
         config = self.config
@@ -208,6 +210,10 @@ class ChatServer(service.MultiService):
             hasher=lambda fn: threads.deferToThreadPool(self.reactor, passwords, fn),
         )
         self.store, self.service = store, self.factory.service
+        # Expired files and stale partial uploads go now and every sweep_interval.
+        self._sweeper = task.LoopingCall(self._sweep)
+        self._sweeper.clock = self.reactor
+        self._sweeper.start(config.files.sweep_interval, now=True)
         if self.certificate is not None:
             fp = self.certificate.fingerprint
             self.factory.banner += f" (TLS certificate SHA-256 {fp})"
@@ -235,6 +241,12 @@ class ChatServer(service.MultiService):
                 svc = self.namedServices[name]
                 # Private (docs/architecture.md): the only way to the bound port.
                 svc._waitingForPort.addCallback(self._listening, name)
+
+    def _sweep(self) -> defer.Deferred[Any]:
+        assert self.factory is not None
+        return self.factory.files.sweep().addErrback(
+            lambda f: self.log.failure("Sweeping files failed", f)
+        )
 
     def _closed_or_cut(self, grace: float) -> defer.Deferred[None]:
         """Give connections ``grace`` seconds to flush and close, then cut them."""
@@ -277,6 +289,8 @@ class ChatServer(service.MultiService):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         assert self.factory is not None and self.service is not None and self.store is not None
+        if self._sweeper.running:
+            self._sweeper.stop()
         self.service.notice("The server is going down.")
         yield self.factory.files.store.abort_all("server stopping")
         for conn in list(self.factory.connections):

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS files (
     ts REAL NOT NULL,
     quota_key TEXT NOT NULL DEFAULT '',
     room TEXT NOT NULL DEFAULT '',
-    removed TEXT NOT NULL DEFAULT ''
+    removed TEXT NOT NULL DEFAULT '',
+    expired TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS files_by_time ON files (ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +80,7 @@ _ADDED = (
     ("files", "room", ":default"),
     ("history", "room", ":default"),
     ("files", "removed", "''"),
+    ("files", "expired", "''"),
 )
 
 _KINDS: dict[str, type[ev.Message] | type[ev.Action]] = {
@@ -107,9 +109,13 @@ class ThreadExecutor:
         self._pool.stop()
 
 
+_FILE_COLUMNS = "id, name, size, crc32, sha256, uploader, ts, room, removed, expired"
+
+
 def _file_info(row: tuple[Any, ...]) -> ev.FileInfo:
-    *fields, room, removed = row
-    return ev.FileInfo(*fields, url=None, room=room or None, removed=bool(removed))
+    *fields, room, removed, expired = row
+    return ev.FileInfo(*fields, url=None, room=room or None, removed=bool(removed),
+                       expired=bool(expired))
 
 
 class Store:
@@ -256,9 +262,7 @@ class Store:
         def select() -> ev.FileInfo | None:
             assert self._db is not None
             row = self._db.execute(
-                "SELECT id, name, size, crc32, sha256, uploader, ts, room, removed FROM files "
-                "WHERE id = ?",
-                (file_id,),
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)
             ).fetchone()
             return _file_info(row) if row else None
 
@@ -273,8 +277,8 @@ class Store:
             assert self._db is not None
             where, args = ("AND lower(room) = ? ", (room.lower(), n)) if room else ("", (n,))
             rows = self._db.execute(
-                "SELECT id, name, size, crc32, sha256, uploader, ts, room, removed FROM files "
-                f"WHERE removed = '' {where}ORDER BY ts DESC LIMIT ?",
+                f"SELECT {_FILE_COLUMNS} FROM files "
+                f"WHERE removed = '' AND expired = '' {where}ORDER BY ts DESC LIMIT ?",
                 args,
             ).fetchall()
             return [_file_info(row) for row in reversed(rows)]
@@ -344,6 +348,45 @@ class Store:
             self._db.execute("UPDATE files SET removed = ? WHERE id = ?", (by, file_id))
 
         return self._run(write)
+
+    def expire_files(
+        self, before: float | None, max_bytes: int, now: float
+    ) -> defer.Deferred[list[tuple[str, int]]]:
+        """Mark expired the files shared before ``before``, then the oldest until the
+        rest take at most ``max_bytes`` (0: no cap); ``(id, size)`` of each."""
+
+        def write() -> list[tuple[str, int]]:
+            assert self._db is not None
+            live = self._db.execute(
+                "SELECT id, size, ts FROM files WHERE removed = '' AND expired = '' "
+                "ORDER BY ts, id"
+            ).fetchall()
+            total = sum(size for _, size, _ in live)
+            gone: list[tuple[str, int]] = []
+            for file_id, size, ts in live:
+                if (before is not None and ts < before) or (max_bytes and total > max_bytes):
+                    gone.append((file_id, size))
+                    total -= size
+                else:
+                    break  # oldest first: the rest are newer and fit
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "UPDATE files SET expired = ? WHERE id = ?",
+                    [(repr(now), file_id) for file_id, _ in gone],
+                )
+            return gone
+
+        return self._run(write)
+
+    def file_usage(self) -> tuple[int, int]:
+        """How many files are kept, and their bytes; at start-up."""
+        assert self._db is not None
+        count, size = self._db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files "
+            "WHERE removed = '' AND expired = ''"
+        ).fetchone()
+        return int(count), int(size)
 
     def quota_rows(self) -> list[tuple[str, float, int]]:
         """``(uploader key, when, size)`` of every stored file; at start-up."""

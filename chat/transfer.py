@@ -35,6 +35,7 @@ from twisted.protocols.basic import FileSender
 from twisted.python.threadpool import ThreadPool
 
 from chat import events as ev
+from chat.partials import PartialKey, Partials
 from chat.pump import Pump, Pumped, PumpEnd, SerialWorker, bulk_priority, write_behind
 from chat.quotas import Quotas
 from chat.sanitize import INVISIBLE, for_log
@@ -167,6 +168,8 @@ class Upload(Sink):
         transfer: Transfer,
         expected_crc: int | None,
         producer: IPushProducer,
+        partial: PartialKey | None = None,
+        offset: int = 0,
     ) -> None:
         self._files = files
         self.transfer = transfer
@@ -175,12 +178,9 @@ class Upload(Sink):
         self._producer = producer
         self._writer = SerialWorker(files.pool, files.call_from_thread)
         self._hasher = SerialWorker(files.pool, files.call_from_thread)
-        self._tmp = files.tmp_dir / f"{self.file_id}.part"
-        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._crc = 0
         self._sha = hashlib.sha256()
-        self._written = 0
-        self._flushed = 0
+        self._written = self._flushed = transfer.done = offset
         self._lock = threading.Condition()
         #: Chunks read but not yet written; the writer takes them all at once.
         self._chunks: list[bytes] = []
@@ -190,7 +190,26 @@ class Upload(Sink):
         self._paused = False
         self._error: OSError | None = None
         self._closed = False
+        self._aborted = False
         self._pump: Pump | None = None
+        #: Kept if interrupted (written in ``partial/``), or thrown away (in ``tmp/``).
+        self._partial = partial
+        if partial is None:
+            self._tmp = files.tmp_dir / f"{self.file_id}.part"
+            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            return
+        self._tmp = files.partials.part(partial)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.ftruncate(self._fd, offset)  # exactly the bytes held (0: start over)
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        files.partials.active.add(partial.stem)
+        self._writer.submit(lambda: files.partials.write_record(partial, transfer.room))
+        if offset:
+            self._hasher.submit(lambda: self._hash_held(offset))
+
+    @property
+    def partial(self) -> PartialKey | None:
+        return self._partial
 
     @property
     def pumping(self) -> bool:
@@ -272,16 +291,21 @@ class Upload(Sink):
         return d
 
     def abort(self, why: str) -> defer.Deferred[None]:
-        """Stop the pump, delete the temporary file; log once it is gone."""
+        """Stop the pump; delete the temporary file, or keep what can be resumed;
+        log once that is done. Only the first call acts (the server stopping
+        aborts every upload, then each connection's loss aborts its own)."""
+        if self._aborted:
+            return defer.succeed(None)
+        self._aborted = True
         self._files.end_upload(self)
 
-        def logged(result: object) -> object:
+        def logged(kept: bool) -> None:
             t = self.transfer
             self.log.info(
-                "Upload {name} discarded ({why}): {done} of {size} bytes had arrived",
+                "Upload {name} {what} ({why}): {done} of {size} bytes had arrived",
                 name=for_log(t.name), why=why, done=t.done, size=t.size,
+                what="kept to be resumed" if kept else "discarded",
             )
-            return result
 
         pump = self._pump
         if pump is None:
@@ -292,7 +316,7 @@ class Upload(Sink):
                 self._lock.notify_all()  # in case it waits for a buffer
             gone = defer.Deferred()
             pump.exited.chainDeferred(gone)
-        return gone.addCallback(lambda _: self._writer.run(self._discard)).addBoth(logged)
+        return gone.addCallback(lambda _: self._writer.run(self._interrupted)).addCallback(logged)
 
     # worker threads
 
@@ -388,11 +412,35 @@ class Upload(Sink):
         if resume:
             self._writer.call_from_thread(self._maybe_resume)
 
+    def _interrupted(self) -> bool:
+        """Keep a resumable upload's bytes (once all queued writes are done)."""
+        if self._partial is None or self._error is not None or self._closed:
+            self._discard()
+            return False
+        self._closed = True
+        os.close(self._fd)
+        self._files.partials.write_record(self._partial, self.transfer.room)  # fresh again
+        return True
+
+    def _hash_held(self, offset: int) -> None:
+        """The bytes held from before the interruption count in the checksums."""
+        with open(self._tmp, "rb") as f:
+            left = offset
+            while left:
+                data = f.read(min(left, 4 * 1024 * 1024))
+                if not data:
+                    return  # shorter than held: the CRC-32 check will refuse it
+                self._crc = zlib.crc32(data, self._crc)
+                self._sha.update(data)
+                left -= len(data)
+
     def _discard(self) -> None:
         if not self._closed:
             self._closed = True
             os.close(self._fd)
         self._tmp.unlink(missing_ok=True)
+        if self._partial is not None:
+            self._files.partials.drop(self._partial.stem)
 
     def _sync(self) -> None:
         if self._error is not None:
@@ -412,10 +460,12 @@ class Upload(Sink):
 
     def _publish(self, crc: int, sha256: str) -> Stored:
         if self._expected_crc is not None and self._expected_crc != crc:
-            self._tmp.unlink(missing_ok=True)
+            self._discard()
             raise CrcMismatch(self._expected_crc, crc)
         final = self._files.path(self.file_id)
         os.rename(self._tmp, final)
+        if self._partial is not None:
+            self._files.partials.drop(self._partial.stem)
         self._files.fsync_dir(final.parent)
         return Stored(self.file_id, self.transfer.size, crc_hex(crc), sha256)
 
@@ -450,6 +500,8 @@ class FileStore:
     quotas: Quotas = None  # type: ignore[assignment]
     pool: ThreadPool | None = None
     call_from_thread: Callable[..., Any] | None = None
+    #: Seconds an interrupted upload is kept to be resumed.
+    resume_window: float = 3600.0
     active: dict[int, Transfer] = field(default_factory=dict)
     uploads: set[Upload] = field(default_factory=set)
 
@@ -458,6 +510,7 @@ class FileStore:
     def __post_init__(self) -> None:
         if self.quotas is None:
             self.quotas = Quotas(self.clock)
+        self.partials = Partials(self.root, self.clock, self.resume_window)
 
     @property
     def files_dir(self) -> Path:
@@ -477,6 +530,7 @@ class FileStore:
         """
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.partials.prepare()
         for stale in self.tmp_dir.iterdir():
             self.log.info("Removing stale temporary upload {name}", name=for_log(stale.name))
             if stale.is_dir() and not stale.is_symlink():
@@ -529,10 +583,12 @@ class FileStore:
 
     def begin_upload(
         self, user: str, key: str, name: str, size: int, crc: int | None, producer: IPushProducer,
-        room: str | None = None,
+        room: str | None = None, partial: PartialKey | None = None, offset: int = 0,
     ) -> Upload:
+        """An upload into ``tmp/``; with ``partial``, into ``partial/``, kept if interrupted
+        (``offset``: the bytes held from before, which it continues)."""
         transfer = Transfer(user, name, "up", size, self.clock.seconds(), key=key, room=room)
-        upload = Upload(self, transfer, crc, producer)
+        upload = Upload(self, transfer, crc, producer, partial, offset)
         self.active[id(transfer)] = transfer
         self.uploads.add(upload)
         return upload
@@ -540,6 +596,8 @@ class FileStore:
     def end_upload(self, upload: Upload) -> None:
         self.active.pop(id(upload.transfer), None)
         self.uploads.discard(upload)
+        if upload.partial is not None:
+            self.partials.active.discard(upload.partial.stem)
 
     def open_file(self, info: ev.FileInfo, offset: int) -> Any:
         """A stored file, open and at ``offset`` (``OSError`` if it is gone)."""

@@ -514,7 +514,8 @@ class Rm(Command):
 
 @dataclass(frozen=True, slots=True)
 class Send(Command):
-    """``/send NAME SIZE [CRC32]``: SIZE raw bytes follow the line.
+    """``/send NAME SIZE [CRC32 [OFFSET]]``: SIZE raw bytes follow the line
+    (SIZE - OFFSET when resuming an interrupted upload at OFFSET).
 
     SIZE is any run of ASCII digits, however long (a size over the limit is
     refused as ``too_large``, not as a malformed header). A malformed header
@@ -522,28 +523,71 @@ class Send(Command):
     """
 
     verb = "send"
-    usage = "/send NAME SIZE [CRC32]"
-    summary = "share a file: SIZE raw bytes follow the line"
+    usage = "/send NAME SIZE [CRC32 [OFFSET]]"
+    summary = "share a file: SIZE raw bytes follow the line (from OFFSET to resume)"
     states = _FILES
     #: Digits beyond this many only mean "too large": int() refuses over ~4300.
     MAX_SIZE_DIGITS: ClassVar[int] = 4000
     name: str = ""
     size: int = 0
     crc32: int | None = None
+    offset: int = 0
 
     @classmethod
     def parse(cls, args: str) -> Self:
         parts = args.split(" ")
-        if len(parts) not in (2, 3) or not parts[0]:
+        if len(parts) not in (2, 3, 4) or not parts[0]:
             raise CommandError("bad_header", problem="fields", usage=cls.usage)
-        name, size, *crc = parts
-        if not re.fullmatch("[0-9]+", size):
-            raise CommandError("bad_header", problem="size", value=size[:64])
-        if crc and not re.fullmatch("[0-9A-Fa-f]{8}", crc[0]):
-            raise CommandError("bad_header", problem="crc", value=crc[0][:64])
-        digits = size.lstrip("0") or "0"
-        number = int(digits) if len(digits) <= cls.MAX_SIZE_DIGITS else 10**cls.MAX_SIZE_DIGITS
-        return cls(name, number, int(crc[0], 16) if crc else None)
+        name, size, *rest = parts
+        number = _size(size)
+        crc = _crc(rest[0]) if rest else None
+        offset = 0
+        if len(rest) == 2:
+            if not re.fullmatch("[0-9]{1,20}", rest[1]) or int(rest[1]) > number:
+                raise CommandError("bad_header", problem="offset", value=rest[1][:64])
+            offset = int(rest[1])
+        return cls(name, number, crc, offset)
+
+    @property
+    def left(self) -> int:
+        """The raw bytes that follow the line."""
+        return self.size - self.offset
+
+
+def _size(text: str) -> int:
+    if not re.fullmatch("[0-9]+", text):
+        raise CommandError("bad_header", problem="size", value=text[:64])
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= Send.MAX_SIZE_DIGITS else 10**Send.MAX_SIZE_DIGITS
+
+
+def _crc(text: str) -> int:
+    if not re.fullmatch("[0-9A-Fa-f]{8}", text):
+        raise CommandError("bad_header", problem="crc", value=text[:64])
+    return int(text, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Command):
+    """``/resume NAME SIZE CRC32``: how much of an interrupted upload the server holds."""
+
+    verb = "resume"
+    usage = "/resume NAME SIZE CRC32"
+    summary = "where an interrupted upload continues (then /send NAME SIZE CRC32 OFFSET)"
+    states = _FILES
+    name: str = ""
+    size: int = 0
+    crc32: int = 0
+
+    @classmethod
+    def parse(cls, args: str) -> Self:
+        parts = args.split(" ")
+        if len(parts) != 3 or not parts[0]:
+            raise cls.usage_error()
+        try:
+            return cls(parts[0], _size(parts[1]), _crc(parts[2]))
+        except CommandError:
+            raise cls.usage_error() from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,7 +695,7 @@ COMMANDS: dict[str, type[Command]] = {
     c.verb: c
     for c in (
         Help, Who, Me, Msg, Nick, History, Join, Part, RoomList, Names, Topic, Invite, Kick,
-        Private, Lock, Op, Deop, Send, Get, Files, Rm, Session, Register, Login, Pass,
+        Private, Lock, Op, Deop, Send, Resume, Get, Files, Rm, Session, Register, Login, Pass,
         Password, Unregister, Ban, Unban, Bans, Say, Proto, Quit, Attach, Pong,
     )
 }

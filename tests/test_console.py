@@ -41,7 +41,9 @@ from tests.support import MemoryServer, memory_server
 
 
 def sources_of(mem: MemoryServer, started: float = 0.0) -> Sources:
-    return Sources(mem.service, mem.factory.files.store, {}, started, mem.factory.admin)
+    return Sources(mem.service, mem.factory.files.store, {}, started, mem.factory.admin,
+                   [], mem.factory.files)
+
 
 def texts(lines: list) -> list[str]:
     return [line_text(line) for line in lines]
@@ -560,3 +562,21 @@ def test_console_costs_a_small_fraction_of_throughput(tmp_path: Path) -> None:
           f"(cost {cost:.1%}); drawing took {min(drawing):.1%} of the run")
     assert min(drawing) < 0.05
     assert cost < 0.15
+
+
+def test_the_header_shows_store_usage_and_the_last_sweep(tmp_path: Path) -> None:
+    mem = memory_server(tmp_path)
+    mem.config.files.retention_days = 1
+    console = Console(ConsoleSettings(), mem.clock)
+    screen = FakeScreen(width=250)
+    console.attach(sources_of(mem, mem.clock.seconds()), screen)
+    alice = mem.user("alice")
+    alice.feed(b"/send a.bin 2048\n" + bytes(2048))
+    mem.clock.advance(1)
+    header = screen.frames[-1][1]
+    assert "store 1 file 2.0 KiB, " in header and " free" in header
+    mem.clock.advance(86400)
+    mem.factory.files.sweep()
+    mem.clock.advance(1)
+    header = screen.frames[-1][1]
+    assert "store 0 files 0 B" in header and "swept 1s ago: 1 expired, 0 partial" in header

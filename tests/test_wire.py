@@ -164,6 +164,7 @@ SAMPLES: list[ev.Event] = [
     ev.Welcome("alice", "key", "lanchat", None, ("#lobby",), "#lobby", True, True),
     ev.Message(12, 1_700_000_000.0, "alice", "hi", "#lobby", True),
     ev.Error("banned", None, {"until": 1_700_003_600.0, "reason": "spam"}, "You are banned."),
+    ev.Resume("big%20file.iso", 10_240, "bbce3b9d", 3000),
 ]
 
 
@@ -212,7 +213,7 @@ def test_every_error_code_has_words() -> None:
               "name": "n", "verb": "v", "usage": "u", "limit": 1, "value": "v",
               "expected": "0", "actual": "1", "file_id": "f", "wait": 1, "timeout": 1.0,
               "missing": 1, "http": None, "room": "#dev", "target": "t",
-              "until": 1_700_000_000.0}
+              "until": 1_700_000_000.0, "offset": 5}
     worded = set()
     for code in ERRORS:
         for problem in ("empty", "fields"):
