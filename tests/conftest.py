@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import MemoryServer, RealServer, memory_server, relaxed_config, running
+from tests.test_console_tmux import Tmux
 
 
 @pytest.fixture
@@ -17,3 +18,13 @@ def mem(tmp_path: Path) -> MemoryServer:
 def real(tmp_path: Path) -> Iterator[RealServer]:
     with running(tmp_path / "data") as server:
         yield server
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    """A private tmux server for a test, killed after it."""
+    t = Tmux(tmp_path)
+    try:
+        yield t
+    finally:
+        t.kill()

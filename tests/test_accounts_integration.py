@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ needs = pytest.mark.skipif(
     reason="needs tmux, telnet, nc, openssl and curl (.ci/run installs them)",
 )
 pytestmark = needs
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    try:
-        yield t
-    finally:
-        t.kill()
 
 
 def make_account(server: RealServer, name: str, password: str = PASSWORD) -> None:

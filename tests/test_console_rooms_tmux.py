@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ from tests.test_console_tmux import Tmux, free_port
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
 TS = r"\(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\)"
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    try:
-        yield t
-    finally:
-        t.kill()
 
 
 class User(LineClient):

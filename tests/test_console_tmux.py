@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -119,15 +119,6 @@ class Tmux:
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", str(self.socket), "kill-server"],
                        capture_output=True, timeout=DEADLINE)
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    t = Tmux(tmp_path)
-    try:
-        yield t
-    finally:
-        t.kill()
 
 
 class SourcedClient(LineClient):
