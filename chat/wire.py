@@ -573,7 +573,7 @@ class Resume(Command):
 
     verb = "resume"
     usage = "/resume NAME SIZE CRC32"
-    summary = "where an interrupted upload continues (then /send NAME SIZE CRC32 OFFSET)"
+    summary = "how much of an interrupted upload the server holds, to send the rest"
     states = _FILES
     name: str = ""
     size: int = 0
