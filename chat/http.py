@@ -1,4 +1,4 @@
-"""Shared files over HTTP: ``GET`` and ``HEAD /files/ID/NAME``, nothing else.
+"""Shared files over HTTP: ``GET`` and ``HEAD /files/ID/NAME``; uploads to ``/upload/NAME``.
 
 The id is what counts; the name must match the stored one so a URL reads
 well, and a wrong name is a 404. Responses carry a length, an ETag, a
@@ -7,8 +7,9 @@ and ``nosniff``. One byte range is honoured (so ``curl -C -`` resumes); a
 request for several ranges gets the whole file, never a response larger than
 it. There are no listings and no path reaches outside the store.
 
-The connections themselves (no request body, caps, deadlines) are
-``chat.httpchannel``'s.
+Uploads (``PUT``/``POST /upload/NAME``) are ``chat.httpupload``'s; the
+connections themselves (no request body but an upload's, caps, deadlines) are
+``chat.httpchannel``'s. ``site`` puts the three together.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from twisted.logger import Logger
 from twisted.web import http, pages, resource, server, static
 
 from chat import events as ev
+from chat.accounts import Accounts
 from chat.config import LimitSettings
 from chat.files import FileService
 from chat.httpchannel import FileSite
+from chat.httpupload import HttpUploads, UploadResource
+from chat.limits import LoginThrottle
 from chat.transfer import Counting, Transfer
 
 #: One byte range. ASCII digits only (``\d`` would take any Unicode digit), and
@@ -110,10 +114,11 @@ class FileResource(resource.Resource):
             request.write(self._not_found(request))
             request.finish()
             return
-        if info.removed:
+        if info.removed or info.expired:
             request.setResponseCode(http.GONE)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            request.write(b"This file was removed.\n")
+            request.write(b"This file was removed.\n" if info.removed
+                          else b"This file has expired.\n")
             request.finish()
             return
         request.setHeader(b"content-type", b"application/octet-stream")
@@ -167,11 +172,13 @@ class FileResource(resource.Resource):
 
 
 class _Root(resource.Resource):
-    """``/files/`` and nothing else: every other path is a plain 404."""
+    """``/files/`` and ``/upload/``; every other path is a plain 404."""
 
     def getChild(self, path: bytes, request: server.Request) -> resource.IResource:
         # Twisted's default (NoResource) is deprecated for not escaping HTML.
-        return pages.notFound("No such page", "Files are under /files/ID/NAME.")
+        return pages.notFound(
+            "No such page", "Files are under /files/ID/NAME; uploads go to /upload/NAME."
+        )
 
     def render_GET(self, request: server.Request) -> bytes:
         return self.getChild(b"", request).render(request)  # type: ignore[no-any-return]
@@ -179,7 +186,19 @@ class _Root(resource.Resource):
     render_HEAD = render_GET
 
 
-def site(files: FileService, clock: IReactorTime, limits: LimitSettings) -> FileSite:
+def site(
+    files: FileService,
+    clock: IReactorTime,
+    limits: LimitSettings,
+    *,
+    accounts: Accounts | None = None,
+    throttle: LoginThrottle | None = None,
+) -> FileSite:
+    """The HTTP port's site: downloads, and uploads by session key, or with
+    ``accounts`` also by an account's password (``throttle``: the chat door's,
+    so failed passwords count together; a throttle of its own if not given)."""
     root = _Root()
     root.putChild(b"files", FileResource(files, clock))
-    return FileSite(root, clock, limits)
+    root.putChild(b"upload", UploadResource())
+    uploads = HttpUploads(files, clock, limits, accounts=accounts, throttle=throttle)
+    return FileSite(root, clock, limits, body_taker=uploads)

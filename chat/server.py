@@ -226,7 +226,10 @@ class ChatServer(service.MultiService):
         chat.setName("chat")
         chat.setServiceParent(self)
         if self.http_endpoint is not None:
-            http_site = site(self.factory.files, self.reactor, config.limits)
+            http_site = site(
+                self.factory.files, self.reactor, config.limits,
+                accounts=self.factory.accounts, throttle=self.factory.door.throttle,
+            )
             web = StreamServerEndpointService(self.http_endpoint, http_site)
             web._raiseSynchronously = True
             web.setName("http")
