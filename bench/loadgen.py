@@ -13,6 +13,10 @@ Receiving is kept cheap so that the generator is not what is measured: a
 chunk is stored with its arrival time and its ``^`` bytes are counted; the
 lines are parsed only after the measured window closes.
 
+``light+upload`` runs the command in ``spec["upload"]`` (``bench/bulk.py
+send``) while the clients chat, and takes the latency of the lines sent
+during the upload (and during the sender's baseline second before it).
+
 Usage: ``python bench/loadgen.py '<json spec>'``; prints one JSON line.
 The server's CPU and memory are read from ``/proc/PID`` around the measured
 window (``pid`` in the spec).
@@ -478,21 +482,15 @@ class Generator:
         extra: dict[str, Any] = {}
         if upload is not None:
             await asyncio.sleep(0.3)
-            # The upload comes from its own process, so that pushing a GiB
-            # cannot delay these clients' lines in this one.
-            spec = {"task": "upload", "port": self.port, "pid": self.pid, "upload": upload}
+            # The upload comes from its own process (``bench/bulk.py send``), so
+            # that pushing a GiB cannot delay these clients' lines in this one.
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                os.path.abspath(__file__),
-                json.dumps(spec),
-                stdout=asyncio.subprocess.PIPE,
+                *upload["command"], stdout=asyncio.subprocess.PIPE
             )
             out, _ = await proc.communicate()
             if proc.returncode != 0:
                 raise RuntimeError(f"upload process failed ({proc.returncode})")
             extra = json.loads(out.decode().strip().splitlines()[-1])
-            for k in ("loop", "task", "dialect"):
-                extra.pop(k, None)
         else:
             await asyncio.sleep(float(sp.get("seconds", 3)))
         stop.set()
@@ -510,6 +508,21 @@ class Generator:
             c.chunks = [b"".join(c.chunks)]
             c.times = [c.times[-1] if c.times else 0]
         result = self._check_light(sent)
+        # The lines sent while the upload was in flight (first byte to reply),
+        # and those sent in the sender's baseline second before it (no upload).
+        for key, start, end in (("upload", "t0_ns", "t1_ns"),
+                                ("before_upload", "baseline_t0_ns", "baseline_t1_ns")):
+            if not extra.get(end):
+                continue
+            window = sorted(
+                lat
+                for c in self.clients
+                for t, lat in zip(c.sent_ns, c.lat, strict=True)  # type: ignore[attr-defined]
+                if extra[start] <= t <= extra[end]
+            )
+            result[f"{key}_latency_ms_p50"] = percentile(window, 50)
+            result[f"{key}_latency_ms_p99"] = percentile(window, 99)
+            result[f"{key}_latency_samples"] = len(window)
         result.update(n=n, rate=rate, sent=sum(sent), per_sender_min=per_sender, **extra)
         return result
 
@@ -541,75 +554,6 @@ class Generator:
             "latency_samples": len(lat),
         }
 
-    async def upload(self, up: dict[str, Any]) -> dict[str, Any]:
-        """Send ``size`` bytes to a lanchat ``/send`` or to the plain sink."""
-        size = int(up["size"])
-        loop = asyncio.get_running_loop()
-        block = os.urandom(1 << 20)
-        done = loop.create_future()
-        resume = asyncio.Event()
-        resume.set()
-
-        class Up(asyncio.Protocol):
-            buf = b""
-
-            def connection_made(self, t: Any) -> None:
-                t.set_write_buffer_limits(high=8 << 20)
-
-            def pause_writing(self) -> None:
-                resume.clear()
-
-            def resume_writing(self) -> None:
-                resume.set()
-
-            def data_received(self, data: bytes) -> None:
-                self.buf = (self.buf + data)[-4096:]
-                if up["reply"].encode() in self.buf and not done.done():
-                    done.set_result(now_ns())
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                if not done.done():
-                    done.set_exception(ConnectionError("upload connection lost"))
-
-        t, _ = await loop.create_connection(Up, self.host, int(up.get("port", self.port)))
-        if up.get("header"):
-            t.write(up["header"].encode())
-        rss0 = proc_mem(self.pid)["rss_kib"] if self.pid else 0
-        peak = rss0
-        sampling = True
-
-        async def sample() -> None:
-            nonlocal peak
-            while sampling:
-                peak = max(peak, proc_mem(self.pid)["rss_kib"])
-                await asyncio.sleep(0.01)
-
-        sampler = asyncio.ensure_future(sample()) if self.pid else None
-        t0 = now_ns()
-        left = size
-        mv = memoryview(block)
-        while left > 0:
-            if not resume.is_set():
-                await resume.wait()
-            k = min(left, len(block))
-            t.write(mv[:k])
-            left -= k
-        if up.get("half_close"):
-            t.write_eof()
-        t1 = await asyncio.wait_for(done, 600)
-        sampling = False
-        if sampler is not None:
-            await sampler
-        t.close()
-        secs = (t1 - t0) / 1e9
-        return {
-            "upload_bytes": size,
-            "upload_s": round(secs, 3),
-            "upload_mb_s": round(size / secs / 1e6, 1),
-            "server_rss_before_kib": rss0,
-            "server_rss_peak_kib": max(peak, proc_mem(self.pid)["rss_kib"] if self.pid else 0),
-        }
-
     async def idle(self) -> dict[str, Any]:
         n = int(self.spec["n"])
         t0 = time.monotonic()
@@ -628,8 +572,6 @@ class Generator:
                 return await self.light()
             if task == "light+upload":
                 return await self.light(upload=self.spec["upload"])
-            if task == "upload":
-                return await self.upload(self.spec["upload"])
             if task == "idle":
                 return await self.idle()
             if task == "rooms":
@@ -652,6 +594,7 @@ def _light_data_received(self: Client, data: bytes) -> None:
         if m is not None:
             self.count += 1
             self.lat.append((t - int(m[3])) / 1e6)  # type: ignore[attr-defined]
+            self.sent_ns.append(int(m[3]))  # type: ignore[attr-defined]
             self.chunks.append(ln + b"\n")
     self.times.append(t)
 
@@ -663,6 +606,7 @@ class LightClient(Client):
     def __init__(self, gen: Generator, idx: int) -> None:
         super().__init__(gen, idx)
         self.lat: list[float] = []
+        self.sent_ns: list[int] = []
 
     def start_recording(self, expect: int) -> None:
         self.tail = b""

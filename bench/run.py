@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import fcntl
 import json
+import math
 import os
 import platform
 import pty
@@ -34,12 +35,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import bulk
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 NGIRCD = shutil.which("ngircd") or (
     "/usr/sbin/ngircd" if os.path.exists("/usr/sbin/ngircd") else None
 )
 GIB = 1024**3
+#: The uploads of one round, in order (reversed every other round): lanchat
+#: with 10 clients chatting and alone, the reference sink alone and with the
+#: same chat load on an idle lanchat beside it.
+UPLOAD_SIDES = ("lanchat", "lanchat_alone", "reference", "reference_chat")
+#: Free space an upload place keeps beyond the upload (lanchat's disk margin is 64 MiB).
+UPLOAD_SPARE = 256 * 1024**2
 
 
 def log(msg: str) -> None:
@@ -72,6 +81,29 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def filesystem_of(path: Path) -> dict[str, str]:
+    """The mount that holds ``path``: its type, device and mount point."""
+    real = os.path.realpath(path)
+    best = {"type": "?", "device": "?", "mount": "/"}
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mnt, fstype = line.split()[:3]
+            mnt = mnt.replace("\\040", " ")
+            inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(best["mount"]):
+                best = {"type": fstype, "device": dev, "mount": mnt}
+    return best
+
+
+def run_json(args: list[str], timeout: float = 900) -> dict[str, Any]:
+    """Run a helper process; its last stdout line is a JSON object."""
+    p = subprocess.run(args, capture_output=True, timeout=timeout, cwd=str(REPO))
+    out = p.stdout.decode().strip().splitlines()
+    if p.returncode != 0 or not out:
+        raise RuntimeError(f"{args[1:3]} failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
+    return json.loads(out[-1])
 
 
 # --- servers ------------------------------------------------------------------
@@ -246,6 +278,7 @@ class Bench:
         self.root = Path(tempfile.mkdtemp(prefix="lanchat-bench-", dir=args.tmp))
         self.results: dict[str, Any] = {}
         self.config_limits: dict[str, Any] = {}
+        self._tmpfs: Path | None = None
 
     # servers
 
@@ -311,12 +344,10 @@ DefaultUserModes = F
         )
         return Server("ngircd", [NGIRCD, "-n", "-f", str(d / "ngircd.conf")], port)
 
-    def sink(self, mode: str, directory: Path | None = None, size: int = 0) -> Server:
+    def sink(self, mode: str) -> Server:
         port = free_port()
-        args = [sys.executable, str(HERE / "sink.py"), mode, "--port", str(port)]
-        if directory is not None:
-            args += ["--dir", str(directory), "--size", str(size)]
-        return Server(f"sink-{mode}", args, port)
+        return Server(f"sink-{mode}", [sys.executable, str(HERE / "sink.py"), mode,
+                                       "--port", str(port)], port)
 
     # the generator
 
@@ -451,36 +482,120 @@ DefaultUserModes = F
         return r
 
     def upload(self) -> dict[str, Any]:
-        """``upload_runs`` pairs of (lanchat, plain sink) uploads, alternating who goes first.
+        """lanchat's ``/send`` next to the blocking reference sink, on tmpfs and on the disk.
 
-        The disk's own speed moves by a third from one GiB to the next (the
-        sink alone: 0.36 to 0.66 GB/s within minutes), so one pair proves
-        little: the ratio is taken per pair, and the summary uses medians.
+        ``upload_runs`` rounds. Each round runs, on each filesystem, the four
+        ``UPLOAD_SIDES`` back to back with the same bytes, in an order
+        reversed from one round to the next: lanchat while 10 clients chat
+        (its MB/s, chat latency and RSS), lanchat alone (its CPU: the chat
+        load costs the server ~0.3 CPU s per second, as much as the target's
+        margin), the reference sink alone, and the reference with the same
+        chat on an idle lanchat beside it (the control); then it measures
+        SHA-256 and CRC-32 here. The
+        summary takes ratios within each round and their medians: the machine
+        is shared and the disk's own speed moves by a third from one GiB to
+        the next.
         """
-        # one directory for both, emptied after each upload
-        data = Path(tempfile.mkdtemp(prefix="data-upload-", dir=self.root))
-        runs = alternating_pairs(
-            self.args.upload_runs,
-            {
-                "lanchat": lambda: self._upload_lanchat(data),
-                "sink": lambda: self._upload_sink(data),
-            },
-        )
-        for i, pair in enumerate(runs):
-            ours, plain = pair["lanchat"], pair["sink"]
-            log(
-                f"upload {self.args.upload_size / GIB:.2f} GiB ({i + 1}/{self.args.upload_runs}): "
-                f"lanchat {ours['upload_mb_s']} MB/s, plain sink {plain['upload_mb_s']} MB/s; "
-                f"RSS {ours['server_rss_before_kib']} -> {ours['server_rss_peak_kib']} KiB; "
-                f"chat p99 during upload {_ms(ours['latency_ms_p99'])}"
-            )
-        shutil.rmtree(data, ignore_errors=True)
-        return {"runs": runs}
+        a = self.args
+        data = bulk.block()
+        places = self.upload_places()
+        crcs: dict[int, int] = {}
+        out: dict[str, Any] = {"filesystems": {}, "hash": []}
+        for name, place in places.items():
+            crcs.setdefault(place["size"], bulk.crc32_of(place["size"], data))
+            out["filesystems"][name] = {**place, "path": str(place["path"]), "runs": []}
+        for i in range(a.upload_runs):
+            for name, place in places.items():
+                size, d = place["size"], place["path"]
+                order = UPLOAD_SIDES[:: 1 if i % 2 == 0 else -1]
+                run: dict[str, Any] = {"order": list(order)}
+                for side in order:
+                    chat = side.endswith("chat")
+                    if side.startswith("reference"):
+                        run[side] = self._upload_reference(d, size, chat)
+                    else:
+                        run[side] = self._upload_lanchat(d, size, crcs[size], side == "lanchat")
+                out["filesystems"][name]["runs"].append(run)
+                ours, quiet = run["lanchat"], run["lanchat_alone"]
+                ref, ref_chat = run["reference"], run["reference_chat"]
+                log(
+                    f"upload {_size(size)} on {name} ({i + 1}/{a.upload_runs}): "
+                    f"lanchat+chat {ours['upload_mb_s']} MB/s, RSS "
+                    f"+{(ours['server_rss_peak_kib'] - ours['server_rss_before_kib']) / 1024:.1f} "
+                    f"MiB, chat p99 {_ms(ours.get('upload_latency_ms_p99'))}; lanchat alone "
+                    f"{quiet['upload_mb_s']} MB/s, {quiet['server_cpu_s_per_gib']} CPU s/GiB; "
+                    f"reference {ref['upload_mb_s']} MB/s, {ref['server_cpu_s_per_gib']} CPU "
+                    f"s/GiB; "
+                    f"reference+chat {ref_chat['upload_mb_s']} MB/s, chat p99 "
+                    f"{_ms(ref_chat.get('upload_latency_ms_p99'))}"
+                )
+            h = bulk.hash_cost(max(p["size"] for p in places.values()), data)
+            out["hash"].append(h)
+            log(f"hashes here: {h}")
+        return out
 
-    def _upload_lanchat(self, data: Path) -> dict[str, Any]:
-        size = self.args.upload_size
+    def upload_places(self) -> dict[str, dict[str, Any]]:
+        """Where the uploads go: a tmpfs (no disk) and the data directory's filesystem.
+
+        Each gets the configured size if its free space allows (size, plus
+        lanchat's disk margin, plus room to spare), else the largest power of
+        two MiB that fits; the runner says so.
+        """
+        a = self.args
+        places: dict[str, dict[str, Any]] = {}
+        candidates: list[tuple[str, Path | None]] = [
+            ("tmpfs", self.tmpfs_root()),
+            ("disk", self.root),
+        ]
+        for name, where in candidates:
+            if where is None:
+                log("no tmpfs found (try --tmpfs DIR): the tmpfs upload pairs are skipped")
+                continue
+            d = Path(tempfile.mkdtemp(prefix=f"upload-{name}-", dir=where))
+            fs = filesystem_of(d)
+            if name == "disk" and fs["type"] == "tmpfs":
+                log(f"warning: the data directory {d} is on tmpfs, not on a disk")
+            size = a.upload_size
+            free = shutil.disk_usage(d).free - UPLOAD_SPARE
+            if free < size:
+                size = 1024**2 * 2 ** int(math.log2(max(free, 2 * 1024**2) // 1024**2))
+                log(f"{name} ({d}): {free / GIB:.2f} GiB free, uploads of {size / GIB:.3f} "
+                    f"GiB there instead of {a.upload_size / GIB:.2f}")
+            places[name] = {"path": d, "size": size, **fs}
+        return places
+
+    def tmpfs_root(self) -> Path | None:
+        """A fresh directory under ``--tmpfs`` (taken as given) or /dev/shm (if a tmpfs)."""
+        if self._tmpfs is None:
+            base = Path(self.args.tmpfs or "/dev/shm")
+            if not base.is_dir():
+                return None
+            if filesystem_of(base)["type"] != "tmpfs":
+                if not self.args.tmpfs:
+                    return None
+                log(f"warning: --tmpfs {base} is not a tmpfs")
+            self._tmpfs = Path(tempfile.mkdtemp(prefix="lanchat-bench-", dir=base))
+        return self._tmpfs
+
+    def _upload_lanchat(self, place: Path, size: int, crc: int, chat: bool) -> dict[str, Any]:
+        """One ``/send`` of ``size`` bytes (CRC-32 declared), while 10 clients chat or alone."""
+        data = Path(tempfile.mkdtemp(prefix="data-", dir=place))
         srv = self.lanchat(tag="-upload", data=data)
         try:
+            send = {
+                "port": srv.port,
+                "pid": srv.pid,
+                "size": size,
+                "greeting": "uploader\r\n",
+                "greeting_reply": "Welcome to the chat",
+                "header": f"/send bench.bin {size} {crc:08x}\r\n",
+                "reply": "-- Stored",
+                "failure": ["\n!! "],
+            }
+            command = [sys.executable, str(HERE / "bulk.py"), "send"]
+            if not chat:
+                return run_json([*command, json.dumps(send)])
+            send["baseline"] = self.args.upload_baseline  # the chat load's CPU per second
             return self.gen(
                 {
                     "task": "light+upload",
@@ -488,35 +603,63 @@ DefaultUserModes = F
                     "pid": srv.pid,
                     "n": 10,
                     "rate": 50,
-                    "upload": {
-                        "size": size,
-                        "header": f"uploader\r\n/send bench.bin {size}\r\n",
-                        "reply": "-- Stored",
-                    },
+                    "upload": {"command": [*command, json.dumps(send)]},
                 }
             )
         finally:
             srv.stop()
-            for entry in data.iterdir():  # the next run starts from nothing
-                if entry.is_dir():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
+            shutil.rmtree(data, ignore_errors=True)
+            cfg = place / "bench-upload.toml"
+            cfg.unlink(missing_ok=True)
 
-    def _upload_sink(self, data: Path) -> dict[str, Any]:
-        size = self.args.upload_size
-        sink = self.sink("file", data, size)
+    def _upload_reference(self, place: Path, size: int, chat: bool) -> dict[str, Any]:
+        """The same bytes into the blocking reference sink (``bench/bulk.py sink``).
+
+        With ``chat``, 10 clients chat meanwhile through a lanchat server that
+        has no upload: the same load on the machine's two cores as beside
+        lanchat's own upload, so this is the control for its throughput and
+        its chat latency.
+        """
+        sink = subprocess.Popen(
+            [sys.executable, str(HERE / "bulk.py"), "sink", "--dir", str(place),
+             "--size", str(size)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        srv: Server | None = None
+        data: Path | None = None
         try:
-            return self.gen(
-                {
-                    "task": "upload",
-                    "port": sink.port,
-                    "pid": sink.pid,
-                    "upload": {"size": size, "reply": "OK"},
-                }
-            )
+            assert sink.stdout is not None
+            port = int(sink.stdout.readline().split()[1])
+            spec: dict[str, Any] = {"port": port, "pid": sink.pid, "size": size, "reply": "OK"}
+            command = [sys.executable, str(HERE / "bulk.py"), "send"]
+            if chat:
+                data = Path(tempfile.mkdtemp(prefix="data-", dir=place))
+                srv = self.lanchat(tag="-upload", data=data)
+                spec["baseline"] = self.args.upload_baseline
+                result = self.gen(
+                    {
+                        "task": "light+upload",
+                        "port": srv.port,
+                        "pid": srv.pid,
+                        "n": 10,
+                        "rate": 50,
+                        "upload": {"command": [*command, json.dumps(spec)]},
+                    }
+                )
+            else:
+                result = run_json([*command, json.dumps(spec)])
+            sink.wait(60)  # it removes its file once the sender has closed
+            return result
         finally:
-            sink.stop()  # it has removed its file
+            if sink.poll() is None:
+                sink.kill()
+                sink.wait()
+            if srv is not None:
+                srv.stop()
+            if data is not None:
+                shutil.rmtree(data, ignore_errors=True)
+                (place / "bench-upload.toml").unlink(missing_ok=True)
 
     def console(self) -> dict[str, Any]:
         """Fan-out at N=1000 without and with the console, ``console_runs`` pairs.
@@ -558,29 +701,32 @@ DefaultUserModes = F
             )
         targets = ["lanchat"] + (["ngircd"] if NGIRCD and a.mode != "smoke" else [])
 
-        res["fanout"] = {}
-        for n in a.ns:
-            rounds = a.rounds.get(n, 2)
-            row: dict[str, Any] = {}
-            if a.mode != "smoke":
-                row["relay"] = self.fanout("relay", n, rounds)
-            for t in targets:
-                row[t] = self.fanout(t, n, rounds)
-            res["fanout"][str(n)] = row
-
-        res["light"] = {t: self.light(t) for t in targets}
-        res["rooms"] = {t: self.rooms(t) for t in targets}
-
-        if a.mode != "smoke":
+        if "fanout" in a.sections:
+            res["fanout"] = {}
+            for n in a.ns:
+                rounds = a.rounds.get(n, 2)
+                row: dict[str, Any] = {}
+                if a.mode != "smoke":
+                    row["relay"] = self.fanout("relay", n, rounds)
+                for t in targets:
+                    row[t] = self.fanout(t, n, rounds)
+                res["fanout"][str(n)] = row
+        if "light" in a.sections:
+            res["light"] = {t: self.light(t) for t in targets}
+        if "rooms" in a.sections:
+            res["rooms"] = {t: self.rooms(t) for t in targets}
+        if a.mode != "smoke" and "idle" in a.sections:
             res["idle"] = {t: {str(n): self.idle(t, n) for n in a.idle_ns} for t in targets}
-        if a.upload_runs:
+        if a.upload_runs and "upload" in a.sections:
             res["upload"] = self.upload()
-        if a.console_runs:
+        if a.console_runs and "console" in a.sections:
             res["console"] = self.console()
         return res
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._tmpfs is not None:
+            shutil.rmtree(self._tmpfs, ignore_errors=True)
 
 
 def _mem_total() -> int:
@@ -610,6 +756,88 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b in (None, 0):
         return None
     return round(a / b, 2)
+
+
+def _median(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return round(statistics.median(got), 3) if got else None
+
+
+def upload_summary(up: dict[str, Any]) -> dict[str, Any]:
+    """Per filesystem: medians of each side, and of the ratios within each round.
+
+    CPU: lanchat alone against the floor of its round, i.e. the reference
+    sink's CPU plus the SHA-256 and CRC-32 cost measured right after it.
+    Throughput, chat latency and RSS: lanchat while 10 clients chat.
+    """
+    hashes = up["hash"]
+    out: dict[str, Any] = {
+        "sha256_s_per_gib": _median([h["sha256_s_per_gib"] for h in hashes]),
+        "crc32_s_per_gib": _median([h["crc32_s_per_gib"] for h in hashes]),
+    }
+    for k in ("crc32_isal_s_per_gib", "crc32_zlib_ng_s_per_gib"):
+        if hashes and all(k in h for h in hashes):
+            out[k] = _median([h[k] for h in hashes])
+    for name, fs in up["filesystems"].items():
+        runs = fs["runs"]
+        if not runs:
+            continue
+        ours = [r["lanchat"] for r in runs]
+        alone = [r["lanchat_alone"] for r in runs]
+        refs = [r["reference"] for r in runs]
+        ref_chats = [r["reference_chat"] for r in runs]
+        floors = [
+            round(ref["server_cpu_s_per_gib"] + h["sha256_s_per_gib"] + h["crc32_s_per_gib"], 3)
+            for ref, h in zip(refs, hashes, strict=True)
+        ]
+        cpu_ratios = [
+            _ratio(q["server_cpu_s_per_gib"], f) for q, f in zip(alone, floors, strict=True)
+        ]
+        mb_ratios = [_ratio(o["upload_mb_s"], r["upload_mb_s"]) for o, r in zip(ours, refs,
+                                                                            strict=True)]
+        alone_ratios = [_ratio(q["upload_mb_s"], r["upload_mb_s"]) for q, r in zip(alone, refs,
+                                                                               strict=True)]
+        chat_ratios = [_ratio(o["upload_mb_s"], r["upload_mb_s"]) for o, r in zip(ours, ref_chats,
+                                                                              strict=True)]
+        out[name] = {
+            "fs": f"{fs['type']} {fs['device']}",
+            "path": fs["path"],
+            "size": fs["size"],
+            "pairs": len(runs),
+            "mb_s": _median([o["upload_mb_s"] for o in ours]),
+            "alone_mb_s": _median([q["upload_mb_s"] for q in alone]),
+            "reference_mb_s": _median([r["upload_mb_s"] for r in refs]),
+            "mb_s_ratios": mb_ratios,
+            "mb_s_ratio": _median(mb_ratios),
+            "reference_chat_mb_s": _median([r["upload_mb_s"] for r in ref_chats]),
+            "chat_mb_s_ratios": chat_ratios,
+            "chat_mb_s_ratio": _median(chat_ratios),
+            "reference_chat_p99_ms": _median([r.get("upload_latency_ms_p99") for r in ref_chats]),
+            "reference_chat_p99s_ms": [r.get("upload_latency_ms_p99") for r in ref_chats],
+            "alone_mb_s_ratios": alone_ratios,
+            "alone_mb_s_ratio": _median(alone_ratios),
+            "cpu_s_per_gib": _median([q["server_cpu_s_per_gib"] for q in alone]),
+            "reference_cpu_s_per_gib": _median([r["server_cpu_s_per_gib"] for r in refs]),
+            "floor_cpu_s_per_gib": _median(floors),
+            "cpu_ratios": cpu_ratios,
+            "cpu_ratio": _median(cpu_ratios),
+            "chat_server_cpu_s_per_gib": _median([o["server_cpu_s_per_gib"] for o in ours]),
+            "chat_cpu_s_per_s": _median([o["baseline_cpu_per_s"] for o in ours]),
+            "chat_upload_cpu_s_per_gib": _median([o["upload_cpu_s_per_gib"] for o in ours]),
+            "chat_p50_ms": _median([o.get("upload_latency_ms_p50") for o in ours]),
+            "chat_p99s_ms": [o.get("upload_latency_ms_p99") for o in ours],
+            "chat_p99_ms": _median([o.get("upload_latency_ms_p99") for o in ours]),
+            "chat_samples": sum(o.get("upload_latency_samples", 0) for o in ours),
+            "chat_p99_before_ms": _median([o.get("before_upload_latency_ms_p99") for o in ours]),
+            "chat_lost": sum(o["lost"] for o in ours),
+            "rss_before_kib": ours[0]["server_rss_before_kib"],
+            "rss_growth_mib": round(
+                max(o["server_rss_peak_kib"] - o["server_rss_before_kib"] for o in ours + alone)
+                / 1024,
+                1,
+            ),
+        }
+    return out
 
 
 def summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -673,29 +901,8 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
             "kib_per_client": per,
         }
     up = res.get("upload")
-    if up and up["runs"]:
-        ours = [r["lanchat"] for r in up["runs"]]
-        plain = [r["sink"] for r in up["runs"]]
-        s["upload"] = {
-            "runs": len(ours),
-            "mb_s": statistics.median(o["upload_mb_s"] for o in ours),
-            "sink_mb_s": statistics.median(p["upload_mb_s"] for p in plain),
-            # each pair ran back to back, on the disk as it was then
-            "ratios": [
-                _ratio(o["upload_mb_s"], p["upload_mb_s"])
-                for o, p in zip(ours, plain, strict=True)
-            ],
-            "rss_before_kib": ours[0]["server_rss_before_kib"],
-            "rss_peak_kib": max(o["server_rss_peak_kib"] for o in ours),
-            "rss_growth_mib": round(
-                max(o["server_rss_peak_kib"] - o["server_rss_before_kib"] for o in ours) / 1024, 1
-            ),
-            "chat_p50_ms": statistics.median(o["latency_ms_p50"] for o in ours),
-            "chat_p99s_ms": [o["latency_ms_p99"] for o in ours],
-            "chat_lost": sum(o["lost"] for o in ours),
-        }
-        s["upload"]["ratio"] = statistics.median(s["upload"]["ratios"])
-        s["upload"]["chat_p99_ms"] = statistics.median(s["upload"]["chat_p99s_ms"])
+    if up and up.get("filesystems"):
+        s["upload"] = upload_summary(up)
     con = res.get("console")
     if con and con["runs"]:
         off = [r["no_console"]["deliveries_per_s"] for r in con["runs"]]
@@ -709,6 +916,40 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
             "cost_pct": statistics.median(costs),
         }
     return s
+
+
+def upload_targets(up: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The upload's targets (issue: lanchat against the blocking reference sink)."""
+    out: list[tuple[str, str, bool | None]] = []
+    fss = [(k, v) for k, v in up.items() if isinstance(v, dict) and "pairs" in v]
+    for name, u in fss:
+        n, cr = u["pairs"], u["cpu_ratio"]
+        out.append((
+            f"upload CPU/GiB <= 1.25x (reference + SHA-256 + CRC-32), {name} "
+            f"(median of {n} rounds)",
+            f"{cr}x ({u['cpu_s_per_gib']} vs {u['floor_cpu_s_per_gib']} s/GiB)",
+            None if cr is None else cr <= 1.25,
+        ))
+    for name, u in fss:
+        if name == "disk":
+            r = u["mb_s_ratio"]
+            out.append((
+                f"upload throughput (chatting) >= 0.8x reference on the data dir's disk "
+                f"(median of {u['pairs']} rounds)",
+                f"{r}x ({u['mb_s']} vs {u['reference_mb_s']} MB/s)",
+                None if r is None else r >= 0.8,
+            ))
+    for name, u in fss:
+        p99 = u["chat_p99_ms"]
+        out.append((
+            f"chat p99 during upload <= 5 ms, {name} (median of {u['pairs']})",
+            _ms(p99),
+            None if p99 is None else p99 <= 5,
+        ))
+    if fss:
+        growth = max(u["rss_growth_mib"] for _, u in fss)
+        out.append(("server RSS growth during upload < 8 MiB", f"{growth} MiB", growth < 8))
+    return out
 
 
 def targets(s: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -739,30 +980,7 @@ def targets(s: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     lp = s.get("light", {}).get("p99_ms")
     if lp is not None:
         out.append(("light-load p99 <= 2 ms", f"{lp:.2f} ms", lp <= 2))
-    up = s.get("upload")
-    if up:
-        n = up["runs"]
-        out.append(
-            (
-                f"chat p99 during upload <= 5 ms (median of {n})",
-                f"{up['chat_p99_ms']:.2f} ms",
-                up["chat_p99_ms"] <= 5,
-            )
-        )
-        out.append(
-            (
-                f"upload >= 80% of plain sink (median of {n} pairs)",
-                f"{up['ratio']:.0%}",
-                up["ratio"] >= 0.8,
-            )
-        )
-        out.append(
-            (
-                "RSS growth during upload < 8 MiB",
-                f"{up['rss_growth_mib']} MiB",
-                up["rss_growth_mib"] < 8,
-            )
-        )
+    out.extend(upload_targets(s.get("upload") or {}))
     ro = s.get("rooms")
     if ro:
         ldr = ro["lost_dup_reordered"]
@@ -855,23 +1073,6 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
                 f"| idle KiB per registered client (N={k}) | {il['kib_per_client'][k]} | "
                 f"{_f(ng)} | {_ratio(il['kib_per_client'][k], ng)}x |"
             )
-    up = s.get("upload")
-    if up:
-        ratios = ", ".join(f"{r:.0%}" for r in up["ratios"])
-        L.append(
-            f"| upload {res['upload']['runs'][0]['lanchat']['upload_bytes'] / GIB:.2f} GiB MB/s, "
-            f"median of {up['runs']} (vs plain TCP sink) | {up['mb_s']} | sink {up['sink_mb_s']} "
-            f"| {up['ratio']:.0%} (pairs: {ratios}) |"
-        )
-        L.append(
-            f"| server RSS before / peak during upload | {up['rss_before_kib'] / 1024:.1f} / "
-            f"{up['rss_peak_kib'] / 1024:.1f} MiB (+{up['rss_growth_mib']}) | | |"
-        )
-        p99s = ", ".join(_f(v) for v in up["chat_p99s_ms"])
-        L.append(
-            f"| chat p50 / p99 during upload (10 x 50 msg/s), medians | {_f(up['chat_p50_ms'])} / "
-            f"{_f(up['chat_p99_ms'])} ms (p99s: {p99s}) | | |"
-        )
     con = s.get("console")
     if con:
         costs = ", ".join(f"{c}%" for c in con["costs_pct"])
@@ -880,12 +1081,77 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
             f"{con['console_per_s']:,} vs {con['no_console_per_s']:,}/s "
             f"({con['cost_pct']}% cost; pairs: {costs}) | | |"
         )
+    if s.get("upload"):
+        L.append("")
+        L.extend(upload_table(s["upload"]))
     L.append("")
     L.append("| target | measured | met |")
     L.append("|---|---|---|")
     for name, val, ok in targets(s):
-        L.append(f"| {name} | {val} | {'yes' if ok else ('?' if ok is None else '**no**')} |")
+        L.append(f"| {name} | {val} | {'PASS' if ok else ('?' if ok is None else '**FAIL**')} |")
     return "\n".join(L)
+
+
+def _size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 1024**2:.0f} MiB"
+
+
+def _pairs(values: list[float | None], fmt: str = "{:.2f}") -> str:
+    return ", ".join("-" if v is None else fmt.format(v) for v in values)
+
+
+def upload_table(up: dict[str, Any]) -> list[str]:
+    """lanchat's upload next to the blocking reference sink, one column per filesystem."""
+    fss = [(k, v) for k, v in up.items() if isinstance(v, dict) and "pairs" in v]
+    if not fss:
+        return []
+    head = " | ".join(
+        f"{k}: {v['fs']}, {_size(v['size'])} x {v['pairs']}" for k, v in fss
+    )
+    hashes = (
+        f"SHA-256 {up['sha256_s_per_gib']} + CRC-32 {up['crc32_s_per_gib']} s/GiB"
+        + "".join(
+            f"; CRC-32 via {k[6:-10]} {up[k]}"
+            for k in ("crc32_isal_s_per_gib", "crc32_zlib_ng_s_per_gib") if k in up
+        )
+    )
+    rows = [
+        ("lanchat MB/s, 10 clients chatting (until the stored answer)",
+         lambda u: f"{u['mb_s']}"),
+        ("lanchat MB/s, alone", lambda u: f"{u['alone_mb_s']}"),
+        ("reference sink MB/s (recv_into + write + fsync)", lambda u: f"{u['reference_mb_s']}"),
+        ("throughput lanchat+chat / reference (per round)",
+         lambda u: f"{u['mb_s_ratio']}x ({_pairs(u['mb_s_ratios'])})"),
+        ("reference sink MB/s, 10 clients chatting on an idle lanchat beside it",
+         lambda u: f"{u['reference_chat_mb_s']}"),
+        ("throughput, both with the chat beside: lanchat / reference (per round)",
+         lambda u: f"{u['chat_mb_s_ratio']}x ({_pairs(u['chat_mb_s_ratios'])})"),
+        ("throughput lanchat alone / reference (per round)",
+         lambda u: f"{u['alone_mb_s_ratio']}x ({_pairs(u['alone_mb_s_ratios'])})"),
+        ("lanchat server CPU s/GiB, alone", lambda u: f"{u['cpu_s_per_gib']}"),
+        ("reference sink CPU s/GiB", lambda u: f"{u['reference_cpu_s_per_gib']}"),
+        ("floor: reference + SHA-256 + CRC-32, s/GiB", lambda u: f"{u['floor_cpu_s_per_gib']}"),
+        ("CPU lanchat alone / floor (per round)",
+         lambda u: f"{u['cpu_ratio']}x ({_pairs(u['cpu_ratios'])})"),
+        ("with chat: server CPU s/GiB, all / less the chat's CPU s per s",
+         lambda u: f"{u['chat_server_cpu_s_per_gib']} / {u['chat_upload_cpu_s_per_gib']} "
+         f"({u['chat_cpu_s_per_s']})"),
+        ("chat p50 / p99 during the upload, ms (p99 per round)",
+         lambda u: f"{_f(u['chat_p50_ms'])} / {_f(u['chat_p99_ms'])} "
+         f"({_pairs(u['chat_p99s_ms'])}; {u['chat_samples']} samples, lost {u['chat_lost']})"),
+        ("control: chat p99 during the reference's upload, ms (per round)",
+         lambda u: f"{_f(u['reference_chat_p99_ms'])} ({_pairs(u['reference_chat_p99s_ms'])})"),
+        ("chat p99 in the second before lanchat's upload (no upload), ms",
+         lambda u: f"{_f(u['chat_p99_before_ms'])}"),
+        ("server RSS before / growth, MiB",
+         lambda u: f"{u['rss_before_kib'] / 1024:.1f} / +{u['rss_growth_mib']}"),
+    ]
+    L = [f"Upload, medians of rounds in alternating order; {hashes} (this CPU)", ""]
+    L.append(f"| upload | {head} |")
+    L.append("|---|" + "---:|" * len(fss))
+    for label, fn in rows:
+        L.append(f"| {label} | " + " | ".join(fn(u) for _, u in fss) + " |")
+    return L
 
 
 def _f(v: float | None, nd: int = 2) -> str:
@@ -901,6 +1167,7 @@ MODES: dict[str, dict[str, Any]] = {
         "idle_ns": [0, 1000, 10000],
         "upload_size": GIB,
         "upload_runs": 3,
+        "upload_baseline": 1.0,
         "console_runs": 3,
         "light_seconds": 5.0,
     },
@@ -912,6 +1179,7 @@ MODES: dict[str, dict[str, Any]] = {
         "idle_ns": [0, 1000],
         "upload_size": 256 * 1024**2,
         "upload_runs": 1,
+        "upload_baseline": 1.0,
         "console_runs": 1,
         "light_seconds": 2.0,
     },
@@ -923,10 +1191,14 @@ MODES: dict[str, dict[str, Any]] = {
         "idle_ns": [],
         "upload_size": 4 * 1024**2,
         "upload_runs": 1,
+        "upload_baseline": 0.2,
         "console_runs": 0,
         "light_seconds": 0.5,
     },
 }
+
+
+SECTIONS = ("fanout", "light", "rooms", "idle", "upload", "console")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -938,10 +1210,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=50)
     p.add_argument("--tmp", default=None, help="where data directories go (default: $TMPDIR)")
     p.add_argument("--json-out", help="also write the JSON result to this file")
+    p.add_argument("--tmpfs", default=None,
+                   help="a tmpfs directory for the upload pairs without a disk (default /dev/shm)")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated sections to run, of: {','.join(SECTIONS)}")
+    p.add_argument("--upload-mib", type=int, default=None, help="upload size in MiB")
+    p.add_argument("--upload-pairs", type=int, default=None,
+                   help="upload rounds (one lanchat/reference pair per filesystem each)")
     a = p.parse_args(argv)
     a.mode = a.mode or "full"
     for k, v in MODES[a.mode].items():
         setattr(a, k, v)
+    if a.upload_mib is not None:
+        a.upload_size = a.upload_mib * 1024**2
+    if a.upload_pairs is not None:
+        a.upload_runs = a.upload_pairs
+    a.sections = set(SECTIONS) if a.only is None else set(a.only.split(","))
+    if a.sections - set(SECTIONS):
+        p.error(f"unknown sections: {sorted(a.sections - set(SECTIONS))}")
     if a.mode == "smoke":
         a.senders, a.messages = min(a.senders, 3), min(a.messages, 20)
     return a
