@@ -6,7 +6,10 @@ installed on a fresh loop before anything imports ``twisted.internet.reactor``
 ``task.react`` runs the reactor and awaits ``Application.run_async()`` on the
 same loop. There are no networking threads. Options override the settings
 file (``$XDG_CONFIG_HOME/lanchat/tui.toml``): ``--no-bell``, ``--paste``,
-``--log``.
+``--log``. ``--tls`` alone trusts the server's certificate on first use
+(``known_hosts`` beside the settings file); ``--ca FILE`` checks it against
+a CA instead. A refused certificate is also printed once the screen is
+gone, so the warning stays in the terminal.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from client_tui.connection import parse_address
+from client_tui.known_hosts import ACCEPT_OPTION, normal_fingerprint
 from client_tui.paste import PASTE_MODES
 
 
@@ -31,9 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", nargs="?", metavar="HOST[:PORT]",
                    help="server address (default 127.0.0.1:8000)")
     p.add_argument("--name", help="user name to register with (asked on screen if omitted)")
-    p.add_argument("--tls", action="store_true", help="connect with TLS")
-    p.add_argument("--cafile", metavar="PEM",
-                   help="trust this CA certificate for TLS (implies --tls)")
+    p.add_argument("--tls", action="store_true",
+                   help="connect with TLS, trusting the server's certificate on first use "
+                        "(its fingerprint is kept in $XDG_CONFIG_HOME/lanchat/known_hosts)")
+    p.add_argument("--ca", "--cafile", dest="ca", metavar="FILE",
+                   help="check the server's certificate against this CA (PEM; implies --tls)")
+    p.add_argument(ACCEPT_OPTION, dest="accept", metavar="SHA256",
+                   help="trust the server's certificate with this fingerprint, replacing the "
+                        "one pinned for it (as the warning about a changed one says)")
     p.add_argument("--download-dir", metavar="DIR",
                    default=os.environ.get("CHAT_TUI_DOWNLOAD_DIR"),
                    help="where /get saves files (default: $CHAT_TUI_DOWNLOAD_DIR or the "
@@ -54,7 +63,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.host, args.port = parse_address(args.address)
     except ValueError as e:
         parser.error(str(e))
+    if args.accept is not None:
+        accept = normal_fingerprint(args.accept)
+        if accept is None:
+            parser.error(f"{ACCEPT_OPTION}: not a SHA-256 fingerprint: {args.accept!r}")
+        args.accept = accept
+    args.tls = bool(args.tls or args.ca or args.accept)
     return args
+
+
+def trust(args: argparse.Namespace) -> Any:
+    """The ``pinning.Trust`` for ``--tls`` without ``--ca`` (``None`` otherwise)."""
+    if not args.tls or args.ca:
+        return None
+    from client_tui.pinning import Trust
+    from client_tui.settings import config_dir
+
+    return Trust(config_dir() / "known_hosts", args.host, args.port, args.accept)
 
 
 def options(args: argparse.Namespace, label: str) -> tuple[Any, str | None]:
@@ -86,16 +111,17 @@ def build(reactor: Any, args: argparse.Namespace, input: Any = None,
     from client_tui.connection import make_endpoint
     from client_tui.session import ChatSession
 
-    tls = bool(args.tls or args.cafile)
-    label = f"{args.host}:{args.port}" + (" (TLS)" if tls else "")
+    label = f"{args.host}:{args.port}" + (" (TLS)" if args.tls else "")
     chosen, problem = options(args, label)
+    pin = trust(args)
     session = ChatSession(
         reactor,
-        lambda: make_endpoint(reactor, args.host, args.port, tls, args.cafile),
+        lambda: make_endpoint(reactor, args.host, args.port, args.tls, args.ca, pin),
         label,
         name=args.name,
         download_dir=Path(args.download_dir) if args.download_dir else None,
         options=chosen,
+        trust=pin,
     )
     if problem:
         session.pane.error(f"Settings not used: {problem}")
@@ -141,27 +167,53 @@ def tls_available() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.cafile and not Path(args.cafile).is_file():
-        print(f"chat-tui: no such CA file: {args.cafile}", file=sys.stderr)
+    if args.ca and not Path(args.ca).is_file():
+        print(f"chat-tui: no such CA file: {args.ca}", file=sys.stderr)
         return 2
-    if (args.tls or args.cafile) and not tls_available():
+    if args.tls and not tls_available():
         print("chat-tui: TLS needs pyOpenSSL and service_identity "
               "(pip install 'twisted[tls]')", file=sys.stderr)
         return 2
+    if (problem := known_hosts_problem(args)) is not None:
+        print(f"chat-tui: {problem}\nchat-tui: fix or delete that line; the file is left as "
+              "it is.", file=sys.stderr)
+        return 2
     install_reactor()
     from twisted.internet import task
+
+    sessions: list[Any] = []
 
     def start(reactor: Any) -> Any:
         from twisted.internet.defer import ensureDeferred
 
         session, app = build(reactor, args)
+        sessions.append(session)
         return ensureDeferred(run(reactor, session, app))
 
+    code = 0
     try:
         task.react(start)
     except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+        code = int(e.code or 0)
+    refused = sessions and sessions[0].trust is not None and sessions[0].trust.refusal
+    if refused:
+        print(f"chat-tui: {refused}", file=sys.stderr)
+        return code or 1
+    return code
+
+
+def known_hosts_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the known_hosts file, when trust on first use would read it."""
+    if not args.tls or args.ca:
+        return None
+    from client_tui.known_hosts import KnownHosts, KnownHostsError
+    from client_tui.settings import config_dir
+
+    try:
+        KnownHosts.load(config_dir() / "known_hosts")
+    except KnownHostsError as e:
+        return str(e)
+    return None
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
 the conversation as the pane shows it — messages, actions, private messages,
 joins, leaves, renames, notices, files, and what a reconnect fetched — but
 not the client's own notices or the history shown at start or by
-``/history``. Opening a file for the day writes a ``--- Log opened`` line
-naming the server. Lines are written as they come (a small write each, no
-buffering to lose on a crash).
+``/history``. While you are in more than one room, each line names its room
+after its time (``13:03:18 [#dev] <bob> hi``). Opening a file for the day
+writes a ``--- Log opened`` line naming the server. Lines are written as
+they come (a small write each, no buffering to lose on a crash). Passwords
+never reach it: they are typed, never said.
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ class ChatLog:
         self._day = ""
         self._file: IO[str] | None = None
 
-    def write(self, line: Line) -> None:
+    def write(self, line: Line, room: str | None = None) -> None:
+        """Append ``line``; ``room`` (while you are in several) is named after its time."""
         day = local_day(line.ts)
         name = day.isoformat() if day is not None else "undated"
         if name != self._day or self._file is None:
             self._open(name)
         assert self._file is not None
-        self._file.write(line.text + "\n")
+        text = line.text
+        if room:
+            head = text.split(" ", 1)
+            text = f"{head[0]} [{room}] {head[1]}" if len(head) == 2 else f"[{room}] {text}"
+        self._file.write(text + "\n")
         self._file.flush()
 
     def _open(self, day: str) -> None:

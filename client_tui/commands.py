@@ -1,10 +1,12 @@
 """What the user types, and the one list of commands the client offers.
 
-A line is a name (while the server asks for one), a chat line, or a command.
-A line that cannot go out (the connection is down) stays in the input. The
-client runs some commands itself (``/send`` and ``/get`` move files on
-transfer connections; ``/history`` is tracked so its answer lands where it
-belongs; ``/ignore``, ``/people``, ``/help``, ``/cancel``, ``/clear``,
+A line is a name or a password (while the server asks for one: ``Login``),
+a chat line, or a command; chat lines and the server's commands go to the
+room shown (``RoomFlow.ensure``). A line that cannot go out (the connection
+is down) stays in the input. The client runs some commands itself (``/send``
+and ``/get`` move files on transfer connections; ``/history`` is tracked so
+its answer lands where it belongs; ``/join`` of a room you are in just shows
+it; ``/ignore``, ``/people``, ``/help``, ``/cancel``, ``/clear``,
 ``/quit``): each is defined once, by the ``local`` decorator on its handler,
 with its usage and summary. Any other command goes to the server as typed.
 ``command_table()`` merges the server's commands (``chat.wire.COMMANDS``,
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 from chat import wire
 from chat.units import plural
 from chat.wire import COMMANDS, ESCAPE_HELP, State, split_command
+from client_tui.masking import is_secret
 from client_tui.paste import PASTE_NAME, Paste, paste_lines
 from client_tui.settings import SettingsError
 from client_tui.transfer import Download, PasteUpload, Upload
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 #: Shown by ``/help`` after the commands: keys are not commands, so Tab does not offer them.
 KEYS_HELP = (
+    ("Alt-1..Alt-9", "show room 1 to 9; Ctrl-N/Ctrl-P: the next / previous room"),
     ("PageUp/PageDown", "scroll the messages a page; Ctrl-Up/Ctrl-Down a row"),
     ("Ctrl-Home/Ctrl-End", "the oldest / the newest messages (Home/End on an empty line)"),
     ("Tab", "complete commands, names, file ids and paths; F2: the list of people"),
@@ -46,7 +50,7 @@ class LocalCommand:
 
     usage: str
     summary: str
-    run: Callable[[CommandLine, str], None]
+    run: Callable[[CommandLine, str], bool | None]
     listed: bool = True
 
     @property
@@ -58,12 +62,14 @@ class LocalCommand:
 LOCAL: dict[str, LocalCommand] = {}
 
 
-def local(
-    usage: str, summary: str, listed: bool = True
-) -> Callable[[Callable[[CommandLine, str], None]], Callable[[CommandLine, str], None]]:
-    """Register the decorated ``CommandLine`` method as the client's own command."""
+Handler = Callable[["CommandLine", str], "bool | None"]
 
-    def register(run: Callable[[CommandLine, str], None]) -> Callable[[CommandLine, str], None]:
+
+def local(usage: str, summary: str, listed: bool = True) -> Callable[[Handler], Handler]:
+    """Register the decorated ``CommandLine`` method as the client's own command
+    (it may return ``False``: not sent, the line stays in the input)."""
+
+    def register(run: Handler) -> Handler:
         command = LocalCommand(usage, summary, run, listed)
         LOCAL[command.verb] = command
         return run
@@ -103,17 +109,27 @@ class CommandLine:
         text = text.replace("\r", " ").replace("\n", " ")
         if not text.strip():
             return True
+        if session.state == "password":
+            session.login.answer(text)  # all of it: a password may hold spaces, or begin with /
+            return True
         if session.state == "naming":
             if text.strip().lower().startswith("/quit"):
                 session.quit()
             else:
-                session.choose_name(text.strip())
+                session.login.named(text)
             return True
         if text.startswith("/") and not text.startswith("//"):
             verb, args = split_command(text)
             if verb in LOCAL:
-                LOCAL[verb].run(self, args.strip())
-                return True
+                # ``False`` from a command: it could not go out; the line stays in the input.
+                return LOCAL[verb].run(self, args.strip()) is not False
+            if is_secret(text):
+                session.login.changed_password()
+                if session.say(text):
+                    # Who is an account changed: ask the room again (answered after it).
+                    session.roomflow.refresh_names()
+                    return True
+                return False
         if session.pane.reading_back:
             session.pane.end()  # what you say, you see
         return session.say(text)
@@ -134,7 +150,7 @@ class CommandLine:
         lines = paste_lines(text)
         while len(lines) > 1 and not lines[-1].strip():
             lines.pop()  # a copied line usually ends with its newline
-        if len(lines) <= 1 or self.session.state == "naming":
+        if len(lines) <= 1 or self.session.state in ("naming", "password"):
             return lines[0] if lines else ""
         paste = Paste("\n".join(lines))
         if not paste.lines:
@@ -160,15 +176,26 @@ class CommandLine:
         if choice == "lines" and paste.fits_lines:
             if session.pane.reading_back:
                 session.pane.end()
+            if session.state == "online":
+                session.roomflow.ensure()  # to the room shown
             for line in paste.lines:
                 session.outbox.send(line)
         elif session.session_key is None:
             session.pane.error("Not connected: cannot send the paste as a file.")
         else:
-            session.transfers.add(PasteUpload(paste.as_file, PASTE_NAME, session.reactor))
+            session.transfers.add(PasteUpload(paste.as_file, PASTE_NAME, session.reactor,
+                                              self._room()))
         session.changed()
 
+    def _room(self) -> str | None:
+        """The room shown: where an upload is shared."""
+        return self.session.rooms.shown.name or None
+
     # --- the client's own commands ---
+
+    @local("/join ROOM", "join a room (made if new) and show it; of a room you are in, show it")
+    def join(self, args: str) -> bool:
+        return self.session.roomflow.join(args)
 
     @local("/help", "this list")
     def help(self, args: str) -> None:
@@ -191,6 +218,7 @@ class CommandLine:
         if session.state != "online":
             session.pane.error("Not connected: no history to fetch.")
             return
+        session.roomflow.ensure()  # the room shown's history
         session.history.ask(args)
 
     @local("/send PATH [PATH...]", "upload files, one after another, on a transfer connection")
@@ -206,7 +234,7 @@ class CommandLine:
             session.pane.error("Not connected: cannot send files.")
             return
         for p in paths:
-            session.transfers.add(Upload(Path(p).expanduser(), session.reactor))
+            session.transfers.add(Upload(Path(p).expanduser(), session.reactor, self._room()))
 
     @local("/get [-f] ID [DEST]",
            "download a shared file into DEST or the download directory; -f overwrites")

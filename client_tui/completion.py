@@ -4,8 +4,9 @@ The completer asks callables for the current participants and the file ids
 seen so far, so it never holds stale copies. The first word completes to a
 command from ``commands.command_table()``, the list ``/help`` shows; after
 ``/send`` (and for ``/get``'s destination) words complete as paths; after
-``/get`` to a file id; anywhere else to a nickname (with ``: `` appended
-when it opens a message, as IRC clients do). The input is read as a shell
+``/get`` to a file id; a word starting with ``#`` to a room you are in;
+anywhere else to a nickname (with ``: `` appended when it opens a message,
+as IRC clients do). The input is read as a shell
 reads it, which is how ``/send`` and ``/get`` split their arguments, and a
 completed path is quoted when it needs to be (``"report 2026.txt"``), so
 whatever completion produces is what the command receives.
@@ -115,9 +116,11 @@ class ChatCompleter(Completer):
         self,
         names: Callable[[], Iterable[str]],
         file_ids: Callable[[], Iterable[str]] = lambda: (),
+        rooms: Callable[[], Iterable[str]] = lambda: (),
     ) -> None:
         self.names = names
         self.file_ids = file_ids
+        self.rooms = rooms
 
     def get_completions(
         self, document: Document, complete_event: CompleteEvent
@@ -137,7 +140,8 @@ class ChatCompleter(Completer):
             for name in complete_word(word, self.names()):
                 yield Completion(name + ": ", -len(word), display=name)
             return
-        for name in complete_word(word, self.names()):
+        # A word that starts with # is a room (/part #d, /msg #d, /topic #d…).
+        for name in complete_word(word, self.rooms() if word.startswith("#") else self.names()):
             yield Completion(name + " ", -len(word), display=name)
 
     def _file_args(self, cmd: str, before: str) -> Iterator[Completion]:

@@ -7,6 +7,9 @@ available for download bytes. The server speaks text until it has seen
 ``/proto json`` (or ``/attach``), so lines that are not JSON, and objects of
 a type this client does not know, are ignored: the client never parses human
 text. An object of a known type with bad fields goes to ``bad_event``.
+Over TLS nothing is written until the handshake is done, so a server whose
+certificate fails the check (``pinning``) never receives a byte; a
+connection that ends before that is reported as a failed connection.
 ``ChatConnection`` forwards everything to an owner object (``ChatSession``),
 which holds all the state; ``Backoff`` computes reconnection delays, and
 ``make_endpoint`` builds the TCP or TLS endpoint from the command line.
@@ -21,9 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chat import events as ev
 
@@ -42,14 +46,17 @@ def read_event(data: object) -> ev.Event | None:
         return None  # a newer server's event, or not an event at all
 
 
+@implementer(IHandshakeListener)
 class JsonLines(LineReceiver):
-    """LF-terminated JSON objects in, UTF-8 lines out."""
+    """LF-terminated JSON objects in, UTF-8 lines out; ``ready`` once bytes may go out."""
 
     # The server ends lines with CRLF; splitting on LF and dropping the CR
     # also copes with a server that sends bare LF.
     delimiter = b"\n"
     # A ``history`` reply can carry 500 messages of up to 4 KiB each.
     MAX_LENGTH = 16 * 1024 * 1024
+    #: whether ``ready`` ran (a connection lost before it never reached the server)
+    is_ready = False
 
     def connectionMade(self) -> None:
         # Chat is small interactive writes: Nagle would add ~10 ms to each.
@@ -59,6 +66,17 @@ class JsonLines(LineReceiver):
                 set_no_delay(True)
             except OSError:
                 pass
+        if not _is_tls(self.transport):
+            self.ready()
+        # Over TLS: nothing may be written before the server's certificate has passed,
+        # which it has once the handshake completes (handshakeCompleted).
+
+    def handshakeCompleted(self) -> None:
+        self.ready()
+
+    def ready(self) -> None:
+        """The connection may be written to (TCP: at once; TLS: the certificate checked)."""
+        self.is_ready = True
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):
@@ -98,6 +116,7 @@ class Owner(Protocol):
     def event(self, proto: ChatConnection, event: ev.Event) -> None: ...
     def bad_event(self, proto: ChatConnection, problem: str) -> None: ...
     def lost(self, proto: ChatConnection, reason: Failure) -> None: ...
+    def failed(self, reason: Failure) -> None: ...
 
 
 class ChatConnection(JsonLines):
@@ -106,8 +125,8 @@ class ChatConnection(JsonLines):
     def __init__(self, owner: Owner) -> None:
         self.owner = owner
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
+    def ready(self) -> None:
+        super().ready()
         self.send_line("/proto json")
         self.owner.connected(self)
 
@@ -118,7 +137,11 @@ class ChatConnection(JsonLines):
         self.owner.bad_event(self, problem)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self.owner.lost(self, reason or Failure(ConnectionError("closed")))
+        reason = reason or Failure(ConnectionError("closed"))
+        if self.is_ready:
+            self.owner.lost(self, reason)
+        else:  # the TLS handshake failed (a refused certificate, say): no connection
+            self.owner.failed(reason)
 
 
 class Backoff:
@@ -167,13 +190,27 @@ def parse_address(text: str | None) -> tuple[str, int]:
 
 
 def make_endpoint(
-    reactor: Any, host: str, port: int, tls: bool = False, cafile: str | None = None
+    reactor: Any, host: str, port: int, tls: bool = False, ca: str | None = None,
+    trust: Any = None,
 ) -> IStreamClientEndpoint:
-    """TCP, or TLS verified against the system roots or ``cafile``."""
+    """TCP; or TLS checked against ``ca`` (or the system's CAs), or pinned by ``trust``
+    (a ``pinning.Trust``: trust on first use)."""
     endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=10)
-    if tls or cafile:
+    if trust is not None:
+        from client_tui.pinning import PinnedTLS
+
+        endpoint = wrapClientTLS(PinnedTLS(host, trust), endpoint)
+    elif tls or ca:
         from twisted.internet.ssl import Certificate, optionsForClientTLS
 
-        trust = Certificate.loadPEM(Path(cafile).read_bytes()) if cafile else None
-        endpoint = wrapClientTLS(optionsForClientTLS(host, trustRoot=trust), endpoint)
+        root = Certificate.loadPEM(Path(ca).read_bytes()) if ca else None
+        endpoint = wrapClientTLS(optionsForClientTLS(host, trustRoot=root), endpoint)
     return endpoint
+
+
+def _is_tls(transport: object) -> bool:
+    try:
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+    except ImportError:  # no pyOpenSSL: no TLS either
+        return False
+    return isinstance(transport, TLSMemoryBIOProtocol)

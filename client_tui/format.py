@@ -252,7 +252,35 @@ def _private(event: ev.Private, me: str | None) -> Line:
 
 @event_line.register
 def _join(event: ev.Join, me: str | None) -> Line:
-    return _notice(event, "--> ", event.name, " has joined", "join", me)
+    # Arriving on the server is joining; a /join names the room.
+    where = f" {screen_text(event.room)}" if event.room and not event.arrival else ""
+    return _notice(event, "--> ", event.name, " has joined" + where, "join", me)
+
+
+@event_line.register
+def _part(event: ev.Part, me: str | None) -> Line:
+    why = f" ({screen_text(event.reason)})" if event.reason else ""
+    if _is_me(event.name, me):
+        return _line(event, [("class:notice", "<-- ")],
+                     [("class:notice", f"You have left {screen_text(event.room)}{why}")], "part")
+    return _notice(event, "<-- ", event.name, f" has left {screen_text(event.room)}{why}",
+                   "part", me)
+
+
+@event_line.register
+def _topic(event: ev.Topic, me: str | None) -> Line:
+    said = [("class:notice", " set the topic: "), *_body(event.topic, "class:topic")]
+    body = [_nick(event.by, me), *(said if event.topic else
+                                  [("class:notice", " cleared the topic")])]
+    return _line(event, [("class:notice", "-- ")], body, "topic")
+
+
+@event_line.register
+def _removed(event: ev.Removed, me: str | None) -> Line:
+    body = [_nick(event.by, me), ("class:file", " removed "),
+            ("class:file-name", screen_text(event.name)),
+            ("class:file", f" (/get {screen_text(event.file_id)} no longer works)")]
+    return _line(event, [("class:file", "-- ")], body, "removed")
 
 
 @event_line.register
@@ -284,7 +312,7 @@ def _file(event: ev.FileShared, me: str | None) -> Line:
                  sender=event.sender)
 
 
-def _notice(event: ev.Join | ev.Leave, arrow: str, name: str, tail: str, kind: str,
+def _notice(event: ev.Join | ev.Leave | ev.Part, arrow: str, name: str, tail: str, kind: str,
             me: str | None) -> Line:
     body = [(f"class:notice {nick_style(name, me)}", screen_text(name)), ("class:notice", tail)]
     return _line(event, [("class:notice", arrow)], body, kind)

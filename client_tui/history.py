@@ -3,10 +3,12 @@
 The server answers a connection's lines in order, so ``history`` replies
 come back in the order the requests went out: a queue of what each was for
 tells them apart, and the server's own replays of recent messages (one
-follows each ``participants``) come before any answer. On a reconnect those
-replays are skipped: the client asks ``/history after ID`` (ID: the last
-event it saw) for exactly what was said while it was away. A ``/history``
-the user types is merged where its messages belong and brought into view.
+follows each ``participants``) come before any answer. Every reply names its
+room, and goes to that room's pane. On a reconnect the replays of rooms the
+client knew are skipped: it asks ``/history after ID`` (ID: the last event
+it saw there) for exactly what was said while it was away, room by room
+(``roomflow``), or once on a server without rooms. A ``/history`` the user
+types is merged where its messages belong and brought into view.
 Every request also times its answer, and a quiet ``/history after ID``
 every ``PROBE_INTERVAL`` seconds keeps that round trip — the lag in the
 status bar — current (it costs the server one line and returns nothing new
@@ -63,7 +65,7 @@ class HistoryFlow:
         self,
         clock: Any,
         send: Callable[[str, Callable[[], None]], None],
-        merge: Callable[[Sequence[ev.Event], Placement], None],
+        merge: Callable[[Sequence[ev.Event], Placement, str | None], None],
     ) -> None:
         self.clock = clock
         self.send = send
@@ -71,8 +73,9 @@ class HistoryFlow:
         self.pending: deque[Request] = deque()
         #: replays announced (a ``participants`` comes before each) and not yet here
         self.replays = 0
-        #: the replays that come with a reconnect are skipped: ``missed`` has it all
-        self.skip_replays = False
+        #: the rooms (lower case; ``None``: a server without rooms) whose replay is skipped:
+        #: after a reconnect, a catch-up brings what they missed
+        self.skip: set[str | None] = set()
         #: the highest event id seen: where a catch-up starts
         self.last_id: int | None = None
         #: the last round trip, in seconds
@@ -84,14 +87,21 @@ class HistoryFlow:
         if self.last_id is None or event_id > self.last_id:
             self.last_id = event_id
 
-    def welcome(self, reconnect: bool) -> None:
-        """Registered; after an outage, ask for what was missed."""
+    def welcome(self, skip: set[str | None]) -> None:
+        """Registered: nothing is in flight; the replays of ``skip``'s rooms are not wanted."""
         self.pending.clear()
-        self.replays, self.skip_replays = 0, reconnect
-        if reconnect and self.last_id is not None:
-            self._ask("missed", f"after {self.last_id}")
-        else:
-            self.probe()  # the lag, from the start
+        self.replays, self.skip = 0, set(skip)
+
+    def catch_up(self, after: int | None = None) -> None:
+        """Ask for what was said after ``after`` (default: the last event seen) in the
+        server's current room."""
+        after = self.last_id if after is None else after
+        if after is not None:
+            self._ask("missed", f"after {after}")
+
+    def start(self) -> None:
+        """Time the lag from the start (unless a request already will), then every so often."""
+        self.probe()
         if not self._probe.running:
             self._probe.start(PROBE_INTERVAL, now=False)
 
@@ -131,17 +141,19 @@ class HistoryFlow:
             self.pending.popleft()
 
     def reply(self, event: ev.History) -> None:
+        room = event.room.lower() if event.room else None
         if self.replays:
             self.replays -= 1
-            if not self.skip_replays:
-                self.merge(event.messages, REPLAY)
+            if room in self.skip:
+                self.skip.discard(room)  # each room replays once on the way in
+            else:
+                self.merge(event.messages, REPLAY, event.room)
             return
-        self.skip_replays = False  # the answers to this connection's requests begin
         request = self.pending.popleft() if self.pending else Request("user")
         if request.sent is not None:
             self.lag = self.clock.seconds() - request.sent
         placement = {"missed": MISSED, "probe": QUIET}.get(request.kind, USER)
-        self.merge(event.messages, placement)
+        self.merge(event.messages, placement, event.room)
 
     def lag_now(self) -> float | None:
         """The lag to show: the last round trip, or longer if an answer is overdue."""

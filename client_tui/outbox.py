@@ -14,7 +14,8 @@ and are dropped with it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +69,28 @@ class Outbox:
         self._cancel_timer()
         self.queue = deque(item for item in self.queue if item.kept)
 
-    def send(self, text: str, kept: bool = True, sent: Callable[[], None] | None = None) -> None:
-        self.queue.append(Outgoing(text, kept, sent))
+    def send(
+        self, text: str, kept: bool = True, sent: Callable[[], None] | None = None
+    ) -> Outgoing:
+        item = Outgoing(text, kept, sent)
+        self.queue.append(item)
         self._drain()
+        return item
+
+    def last_waiting(self) -> Outgoing | None:
+        """The line that goes out last, if it has not gone yet (nothing is queued behind it)."""
+        return self.queue[-1] if self.queue else None
+
+    @contextmanager
+    def first(self) -> Iterator[None]:
+        """Lines sent inside go out before those already waiting (in the order sent):
+        what a reconnect must say before the user's lines held through the outage."""
+        held, self.queue = self.queue, deque()
+        try:
+            yield
+        finally:
+            self.queue.extend(held)
+            self._drain()
 
     def waiting(self) -> int:
         """The user's lines not yet written."""

@@ -2,11 +2,12 @@
 
 A ``Pane`` joins a ``Scrollback`` (the lines, in server order) and a
 ``View`` (which rows are on screen) and keeps the count of lines said while
-the user was not looking — reading back, or (where the terminal reports
-focus) away from the terminal — and of the highlights among them. Coming
-back to the end puts the read marker above the first of them. The session
-adds lines; the screen (``app.py``) draws ``screen()`` and sends the
-scrolling keys here. Chat rooms will be one ``Pane`` each.
+the user was not looking — reading back, in another room, or (where the
+terminal reports focus) away from the terminal — and of the highlights
+among them. Coming back to the end puts the read marker above the first of
+them. The session adds lines; the screen (``app.py``) draws ``screen()``
+and sends the scrolling keys here. Each room has a ``Pane`` of its own
+(``rooms.py``); only the one shown is not ``hidden``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Pane:
         self._first_unread: Line | None = None
         #: the terminal reported that it lost focus
         self.away = False
+        #: another room's pane is on screen
+        self.hidden = False
 
     @property
     def lines(self) -> list[Line]:
@@ -46,7 +49,7 @@ class Pane:
     @property
     def looking(self) -> bool:
         """Whether a line added at the end now is in front of the user."""
-        return self.view.following and not self.away
+        return self.view.following and not self.away and not self.hidden
 
     # --- adding ---
 
@@ -101,6 +104,11 @@ class Pane:
     def set_away(self, away: bool) -> None:
         """The terminal lost (``True``) or regained focus."""
         self.away = away
+        self._moved()
+
+    def set_hidden(self, hidden: bool) -> None:
+        """Another room is shown (``True``), or this one is again."""
+        self.hidden = hidden
         self._moved()
 
     def page_up(self) -> None:

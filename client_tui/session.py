@@ -1,22 +1,24 @@
 """The client's state and behaviour, without a screen: ``ChatSession``.
 
 It owns the chat connection (connect, register, reconnect with back-off)
-and what hangs off it: the conversation (a ``Pane``), the participants, the
-paced ``Outbox`` every line goes through, the ``HistoryFlow`` that tells
-``history`` replies apart and fetches what an outage missed, and the
+and what hangs off it: the rooms (``Rooms``: a ``Pane`` each, their members
+and topics), the paced ``Outbox`` every line goes through, the
+``HistoryFlow`` that tells ``history`` replies apart and fetches what an
+outage missed, the ``RoomFlow`` that keeps the server's current room the
+one shown, the ``Login`` that answers the server's prompts, and the
 transfer queue. Events from the server are handled by a ``Receiver``; what
 the user types is read by a ``CommandLine``. An outage is one line in the
 pane ("lost the connection; retrying…"), a countdown in the status bar, and
-one line when the client is back. The prompt_toolkit layer (``app.py``)
-only draws this state and feeds it keystrokes, which is what lets tests
-assert on it directly.
+one line when the client is back. A TLS certificate that fails its check
+(``pinning``) is not an outage: the client says why and stops trying. The
+prompt_toolkit layer (``app.py``) only draws this state and feeds it
+keystrokes, which is what lets tests assert on it directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +28,21 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from chat import events as ev
-from chat.units import human_duration, plural
+from chat.units import human_duration
 from client_tui.attention import Attention
 from client_tui.chatlog import ChatLog
 from client_tui.commands import CommandLine
 from client_tui.connection import Backoff, ChatConnection
-from client_tui.format import Line
 from client_tui.history import HistoryFlow
+from client_tui.login import Login
 from client_tui.outbox import Outbox
 from client_tui.pane import Pane
+from client_tui.pinning import Trust
 from client_tui.receive import Receiver
+from client_tui.roomflow import RoomFlow
+from client_tui.rooms import Rooms
 from client_tui.settings import Settings
+from client_tui.status import status_text, title
 from client_tui.transfer import TransferQueue
 
 #: How long a clean /quit may wait for the server's goodbye before closing.
@@ -72,10 +78,6 @@ _FAILURES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def lag_text(seconds: float) -> str:
-    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.1f}s"
-
-
 class ChatSession:
     """One user's chat: the connection, what the server said, and what is on screen."""
 
@@ -88,6 +90,7 @@ class ChatSession:
         download_dir: Path | None = None,
         backoff: Backoff | None = None,
         options: Options | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.reactor = reactor
         self.endpoint = endpoint
@@ -98,25 +101,35 @@ class ChatSession:
         self.options = options or Options()
         self.settings = self.options.settings
         self.on_change: Callable[[], None] = lambda: None
-        #: what is typed but not yet sent (set by the app; for tests and status)
+        #: what is typed but not yet sent, and replacing it (set by the app)
         self.input_text: Callable[[], str] = lambda: ""
+        self.set_input: Callable[[str], None] = lambda text: None
 
-        self.pane = Pane(self.changed)
+        self.rooms = Rooms(self.changed)
         self.attention = Attention(self.options.bell)
         self.outbox = Outbox(reactor, self.changed)
         self.receiver = Receiver(self)
         self.history = HistoryFlow(reactor, self._send_tracked, self.receiver.merge)
+        self.roomflow = RoomFlow(self)
+        self.login = Login(self)
         self.commands = CommandLine(self)
         self.file_ids: list[str] = []
-        self.participants: list[str] = []
+        #: names known to be accounts (lower case), from what the server says of them
+        self.accounts: set[str] = set()
+        #: you are a server operator (``welcome.operator``)
+        self.operator = False
+        #: the TLS certificate check (``None``: plain TCP, or checked against CAs)
+        self.trust = trust
+        if trust is not None:
+            trust.notice = lambda text: self.pane.info(text)
         #: whether the list of people is shown: ``None`` leaves it to the width
         self.show_people: bool | None = None
         #: whether it is on screen now (the app keeps this current)
         self.people_visible = True
         self.me: str | None = None
         self.session_key: str | None = None
-        #: connecting, registering, naming (waiting for the user), online,
-        #: disconnected, quitting, closed
+        #: connecting, registering, naming or password (waiting for the user), online,
+        #: disconnected, refused (the server's certificate), quitting, closed
         self.state = "connecting"
         self.proto: ChatConnection | None = None
         self.retry: IDelayedCall | None = None
@@ -138,9 +151,20 @@ class ChatSession:
         self.transfers = TransferQueue(
             endpoint, lambda: self.session_key, self._transfer_report, self.changed
         )
+        self.transfers.gate = self.roomflow.when_current
 
     def changed(self) -> None:
         self.on_change()
+
+    @property
+    def pane(self) -> Pane:
+        """The pane on screen (the client's own notices go there)."""
+        return self.rooms.pane
+
+    @property
+    def participants(self) -> list[str]:
+        """Who is in the room shown."""
+        return self.rooms.shown.members
 
     # --- connection ---
 
@@ -163,8 +187,21 @@ class ChatSession:
         if self.state in ("quitting", "closed"):
             self._finish()
             return
+        if self.state != "connecting":
+            return  # already said
+        if self.trust is not None and self.trust.refusal:
+            # A certificate that failed its check: say why, and do not try again.
+            self.state = "refused"
+            for line in self.trust.refusal.splitlines():
+                self.pane.error(line)
+            self.changed()
+            return
         self.state = "disconnected"
         self._outage(_why(failure), "Cannot connect to")
+
+    def failed(self, reason: Failure) -> None:
+        """The connection ended before it could be used (its TLS handshake failed)."""
+        self._connect_failed(reason)
 
     def _outage(self, why: str, verb: str) -> None:
         """Say once per outage that the connection is down, then retry (quietly)."""
@@ -193,6 +230,8 @@ class ChatSession:
         self.session_key = None
         self.outbox.close()
         self.history.lost()
+        self.roomflow.lost()
+        self.login.lost()
         self.transfers.abort_all("the chat connection was lost")
         if self.state in ("quitting", "closed"):
             self._finish()
@@ -205,6 +244,11 @@ class ChatSession:
         why = f"the server said: {self.goodbye}" if self.goodbye else _why(reason)
         self._outage(why, "Lost the connection to")
 
+    def proto_send(self, text: str) -> None:
+        """A line straight onto the connection (before the outbox opens: name, passwords)."""
+        if self.proto is not None:
+            self.proto.send_line(text)
+
     def choose_name(self, name: str) -> None:
         """The name the user typed when the server asked for one."""
         self.name = name
@@ -213,33 +257,26 @@ class ChatSession:
             self.proto.send_line(name)
         self.changed()
 
-    def asked_for_name(self, reason: str | None) -> None:
-        if reason:
-            self.pane.error(f"Name refused: {reason}")
-            self.name = None
-        if self.name and self.proto is not None:
-            self.proto.send_line(self.name)
-            self.state = "registering"
-        else:
-            self.state = "naming"
-            self.pane.info("Choose a username (type it below and press Enter):")
-        self.changed()
-
-    def registered(self, name: str, key: str) -> None:
-        self.me = self.name = name
-        self.session_key = key
+    def registered(self, event: ev.Welcome) -> None:
+        self.me = self.name = event.name
+        self.session_key = event.session
+        self.operator = event.operator
+        if event.account:
+            self.accounts.add(event.name.lower())
+        self.login.welcomed(event.account)
         self.state = "online"
         self.backoff.reset()
         if self.outage_since is not None:
             away = human_duration(self.reactor.seconds() - self.outage_since)
-            self.pane.info(f"Back online: reconnected to {self.server_label} as {name} "
+            self.pane.info(f"Back online: reconnected to {self.server_label} as {event.name} "
                            f"(away {away}).")
         else:
-            self.pane.info(f"Connected to {self.server_label} as {name}.")
+            self.pane.info(f"Connected to {self.server_label} as {event.name}.")
         self.outage_since, self.outage_reported, self.offline_noted = None, False, False
+        self.roomflow.welcome(event, reconnect=self.was_online)
         assert self.proto is not None
-        self.outbox.open(self.proto.send_line)
-        self.history.welcome(reconnect=self.was_online)
+        self.outbox.open(self.proto.send_line)  # (after the catch-up was queued first)
+        self.history.start()
         self.was_online = True
 
     # --- what goes out ---
@@ -252,6 +289,7 @@ class ChatSession:
                 self.pane.error("Not connected: what you typed stays in the input; "
                                 "press Enter again once back online.")
             return False
+        self.roomflow.ensure()  # the line goes to the room shown
         self.outbox.send(text)
         return True
 
@@ -271,17 +309,6 @@ class ChatSession:
         """Keep ``file_id`` for Tab completion after ``/get``."""
         if file_id and file_id not in self.file_ids:
             self.file_ids.append(file_id)
-
-    def log(self, line: Line) -> None:
-        """Write ``line`` to the local log, if there is one (a failing log is turned off)."""
-        chatlog = self.options.log
-        if chatlog is None:
-            return
-        try:
-            chatlog.write(line)
-        except OSError as e:
-            self.options.log = None
-            self.pane.error(f"The local log stopped: {e}")
 
     # --- events from the server ---
 
@@ -346,26 +373,7 @@ class ChatSession:
 
     def status_text(self, server: bool = True) -> str:
         """The status bar's words (``server=False``: without the server, for narrow screens)."""
-        state = self.state
-        if state == "disconnected":
-            state = f"disconnected ({self.last_error})" if self.last_error else state
-            if self.retry is not None:
-                state += f", retrying in {self.retry_in():.0f}s"
-        elif state == "online" and (lag := self.history.lag_now()) is not None:
-            state = f"online, lag {lag_text(lag)}"
-        parts = [self.server_label] if server else []
-        parts += [state, self.me or self.name or "(no name)"]
-        if self.pane.unread_highlights:
-            parts.append(plural(self.pane.unread_highlights, "highlight"))
-        if waiting := self.outbox.waiting():
-            parts.append(f"{plural(waiting, 'line')} to send")
-        transfer = self.transfers.status()
-        if transfer:
-            parts.append(transfer)
-        return " | ".join(parts)
-
-    def clock_text(self) -> str:
-        return datetime.now().strftime("%H:%M")
+        return status_text(self, server)
 
     def title(self) -> str:
-        return self.attention.title(self.me, self.server_label, self.pane.unread_highlights)
+        return title(self)

@@ -57,6 +57,13 @@ BASE: dict[str, str] = {
     "me": "reverse",
     "prompt": "bold",
     "question": "bold fg:ansiyellow",
+    "account": "fg:ansigreen",
+    "topic": "italic",
+    "tabs": "",
+    "tab": "",
+    "tab.shown": "reverse bold",
+    "tab.unread": "bold",
+    "tab.highlight": "bold fg:ansibrightyellow",
 }
 
 

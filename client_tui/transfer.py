@@ -13,6 +13,9 @@ CRC-32 check out; an existing file is replaced only when the user said so.
 Each job reads the connection's typed events (``chat.events``); one it
 cannot read fails the job, since raw bytes may follow a header it missed.
 A paste sent as a file (``PasteUpload``) goes the same way, from memory.
+An upload is shared into its owner's current room as the server reads its
+header, so the header waits (``TransferQueue.gate``) until the chat
+connection has made the room shown at ``/send`` the current one.
 Until bytes move, a job's status says it is starting: a download's size is
 not known before the server's header.
 """
@@ -64,8 +67,8 @@ class TransferProtocol(JsonLines):
         self.job = job
         self.session_key = session_key
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
+    def ready(self) -> None:
+        super().ready()
         self.send_line(f"/attach {self.session_key}")
         self.job.connected(self)
 
@@ -98,6 +101,8 @@ class Job:
         self.cancelled = False
         #: bytes are on the move (before that, the size may not even be known)
         self.moving = False
+        #: fires once the server's current room is the one given (set by the queue)
+        self.gate: Callable[[str | None], defer.Deferred[None]] = lambda room: defer.succeed(None)
 
     # --- life cycle, driven by TransferQueue and TransferProtocol ---
 
@@ -187,10 +192,12 @@ class FileProducer:
 class Upload(Job):
     verb = "send"
 
-    def __init__(self, path: Path, reactor: Any) -> None:
+    def __init__(self, path: Path, reactor: Any, room: str | None = None) -> None:
         super().__init__(screen_text(path.name))
         self.path = path
         self.reactor = reactor
+        #: the room to share it into (the one shown at ``/send``)
+        self.room = room
         self.file: Any = None
         self.crc = 0
         self.hashing: task.CooperativeTask | None = None
@@ -227,7 +234,13 @@ class Upload(Job):
         self.hashing = None
 
     def attached(self) -> None:
-        assert self.proto is not None
+        d = self.gate(self.room)
+        d.addCallbacks(lambda _: self._header(),
+                       lambda f: self.fail(f.getErrorMessage()) if not self.finished else None)
+
+    def _header(self) -> None:
+        if self.proto is None or self.finished:
+            return
         name = quote(self.path.name, safe="")
         self.proto.send_line(f"/send {name} {self.total} {self.crc:08x}")
         self.sending = self.moving = True
@@ -278,8 +291,8 @@ class Upload(Job):
 class PasteUpload(Upload):
     """A paste sent as a file: its bytes, under the name ``name``."""
 
-    def __init__(self, data: bytes, name: str, reactor: Any) -> None:
-        super().__init__(Path(name), reactor)
+    def __init__(self, data: bytes, name: str, reactor: Any, room: str | None = None) -> None:
+        super().__init__(Path(name), reactor, room)
         self.data = data
 
     def open(self) -> tuple[IO[bytes], int]:
@@ -407,6 +420,8 @@ class TransferQueue:
         self.changed = changed
         self.current: Job | None = None
         self.pending: deque[Job] = deque()
+        #: given each job: waits for the server's current room to be the one given
+        self.gate: Callable[[str | None], defer.Deferred[None]] = lambda room: defer.succeed(None)
 
     def add(self, job: Job) -> None:
         self.pending.append(job)
@@ -418,6 +433,7 @@ class TransferQueue:
             return
         job = self.current = self.pending.popleft()
         job.on_end = self._ended
+        job.gate = self.gate
         key = self.session_key()
         if key is None:
             job.fail("not connected")

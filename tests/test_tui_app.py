@@ -24,12 +24,12 @@ from tests.tui_support import (
     CTRL_D,
     CTRL_E,
     CTRL_END,
-    CTRL_P,
     CTRL_U,
     ESC,
     FOCUS_IN,
     FOCUS_OUT,
     PAGE_UP,
+    UP,
     TuiDriver,
     bracketed,
 )
@@ -75,7 +75,7 @@ def test_register_chat_participants_and_quit(real: RealServer, drivers: list[Tui
 
     # /who words idle times as the server does (chat.units), /help lists the client's usage.
     tui.type("/who")
-    tui.wait(line=r"Here \(2\): bob \(idle \d+s\), alice \(idle \d+s\)$")
+    tui.wait(line=r"On the server \(2\): bob \(idle \d+s\), alice \(idle \d+s\)$")
     tui.type("/help")
     snap = tui.wait(line=r"^\S+   /get \[-f\] ID \[DEST\] +download")
     assert not any("OFFSET" in ln for ln in snap["lines"])
@@ -104,9 +104,9 @@ def test_name_asked_in_tui_and_ctrl_d(real: RealServer, drivers: list[TuiDriver]
     tui.wait(state="online", participants=["bob", "dave"])
     tui.type("first line")
     bob.expect_event("message", sender="dave", text="first line")
-    # Ctrl-P recalls the input history (Up is checked in a real terminal, test_tui_tmux);
+    # Up recalls the input history (Ctrl-P is the previous room: test_tui_rooms_tmux);
     # Ctrl-A/Ctrl-D edit (Emacs keys) while there is text.
-    tui.keys(CTRL_P)
+    tui.keys(UP)
     tui.wait(input="first line")
     tui.keys(CTRL_A + CTRL_D)
     tui.wait(input="irst line")

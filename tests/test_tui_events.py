@@ -188,7 +188,7 @@ def test_who_and_files_use_the_shared_units() -> None:
         {"type": "files", "files": []},
     )
     assert pane_texts(s)[-3:] == [
-        "Here (2): bob (idle 1m 15s), alice (idle 0s)",
+        "On the server (2): bob (idle 1m 15s), alice (idle 0s)",
         f"  {FILE_ID}  talk.mp4  (381.5 MiB, from alice)",
         "No files shared yet.",
     ]

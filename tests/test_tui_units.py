@@ -178,10 +178,16 @@ def test_parse_address() -> None:
 
 
 def test_parse_args() -> None:
-    a = parse_args(["10.0.0.2:7000", "--name", "zed", "--tls", "--cafile", "ca.pem"])
-    assert (a.host, a.port, a.name, a.tls, a.cafile) == ("10.0.0.2", 7000, "zed", True, "ca.pem")
+    a = parse_args(["10.0.0.2:7000", "--name", "zed", "--cafile", "ca.pem"])
+    assert (a.host, a.port, a.name, a.tls, a.ca) == ("10.0.0.2", 7000, "zed", True, "ca.pem")
+    assert parse_args(["--ca", "ca.pem"]).ca == "ca.pem"  # --cafile is its old name
     b = parse_args([])
-    assert (b.host, b.port, b.name) == ("127.0.0.1", 8000, None)
+    assert (b.host, b.port, b.name, b.tls, b.accept) == ("127.0.0.1", 8000, None, False, None)
+    # The fingerprint as people paste it (lower case, no colons) implies --tls.
+    c = parse_args(["--accept-new-fingerprint", "ab" * 32])
+    assert c.tls and c.accept == ":".join(["AB"] * 32)
+    with pytest.raises(SystemExit):
+        parse_args(["--accept-new-fingerprint", "AB:CD"])
 
 
 def test_safe_file_name() -> None:

@@ -10,7 +10,8 @@ exactly as ``chat-tui`` does, but with ``create_pipe_input()`` and
 - ``{"op": "wait", "until": {...}, "timeout": s}``: reply once the condition
   holds (checked on every state change), or with ``ok: false`` at the deadline;
 - ``{"op": "snapshot"}``: the pane's lines and the rows it draws, participants,
-  state, status, unread counts, bells rung, a paste waiting for an answer.
+  state, status, unread counts, bells rung, a paste waiting for an answer, the
+  room bar and the room shown.
 
 When the application ends it prints ``{"event": "exited"}`` and exits 0.
 """
@@ -26,6 +27,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from client_tui.__main__ import build, install_reactor, parse_args, run
+from client_tui.bars import tab_label
 
 reactor: Any = install_reactor()
 
@@ -59,6 +61,10 @@ def snapshot(session: Any) -> dict[str, Any]:
         "people_visible": session.people_visible,
         "transfer": session.transfers.status(),
         "input": session.input_text(),
+        # The room bar's labels (``2:#dev(3!)``) and the room shown.
+        "rooms": [tab_label(n, r.name, r.pane.unread, r.pane.unread_highlights)
+                  for n, r in enumerate(session.rooms, 1)],
+        "room": session.rooms.shown.name,
     }
 
 
@@ -71,7 +77,7 @@ def holds(session: Any, until: dict[str, Any]) -> bool:
                 return False
     if "participants" in until and sorted(snap["participants"]) != sorted(until["participants"]):
         return False
-    for key in ("state", "input", "reading_back", "unread", "highlights"):
+    for key in ("state", "input", "reading_back", "unread", "highlights", "room"):
         if key in until and snap[key] != until[key]:
             return False
     if "status" in until and not re.search(until["status"], snap["status"]):
