@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,9 +102,16 @@ class Partials:
         for stem in stems - set(self.active):
             try:
                 updated = json.loads(self._record(stem).read_text()).get("updated", 0)
+                fresh = updated + self.window > now
             except (OSError, ValueError):
-                updated = 0  # a part without its record (or a broken one)
-            if updated + self.window <= now:
+                # No record (yet: an upload may be starting) or a broken one: the
+                # part's own age decides, by the wall clock its mtime is on.
+                try:
+                    age = time.time() - (self.folder / f"{stem}.part").stat().st_mtime
+                except OSError:
+                    age = self.window
+                fresh = age < self.window
+            if not fresh and stem not in self.active:
                 self.log.info("Removing an interrupted upload ({stem}) too old to resume",
                               stem=for_log(stem))
                 self.drop(stem)
