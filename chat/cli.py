@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chat import __version__
-from chat.config import Config, ConfigError, load
+from chat.config import Config, ConfigError, load, validate
 
 #: How long a thread may hold the GIL while another waits for it (CPython's
 #: default is 5 ms). Upload threads take and drop the GIL thousands of times
@@ -39,9 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-http", action="store_true", help="do not serve files over HTTP")
     p.add_argument("--public-url", metavar="URL", help="base URL written into file notices")
     p.add_argument("--data-dir", metavar="DIR", help="where history and files are kept")
+    p.add_argument("--files-dir", metavar="DIR",
+                   help="where shared files are kept (default DATA/files; a cluster's nodes "
+                        "share one)")
     p.add_argument("--tls", action="store_true",
                    help="listen with TLS (a self-signed certificate is made if none is set)")
     p.add_argument("--no-console", action="store_true", help="log lines instead of the live view")
+    p.add_argument("--cluster", metavar="URL",
+                   help="be one node of a chat shared through Redis, e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--workers", metavar="N", type=int, default=1,
+                   help="start N node processes sharing the ports (needs --cluster)")
+    p.add_argument("--node-id", metavar="ID", help="this node's id in the cluster")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -61,10 +69,24 @@ def configure(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Names
         config.server.public_url = args.public_url
     if args.data_dir:
         config.server.data_dir = args.data_dir
+    if args.files_dir:
+        config.server.files_dir = args.files_dir
     if args.tls:
         config.server.tls = True
     if args.no_console:
         config.console.enabled = False
+    if args.cluster is not None:
+        config.cluster.redis_url = args.cluster
+    if args.node_id:
+        config.cluster.node_id = args.node_id
+    if args.workers < 1:
+        raise ConfigError("--workers: must be at least 1")
+    if args.workers > 1 and not config.cluster.redis_url:
+        raise ConfigError("--workers: needs a cluster (--cluster URL or cluster.redis_url)")
+    if args.workers > 1 and config.server.tls:
+        raise ConfigError("--workers: not with TLS yet (run one node per process with --tls)")
+    if config.cluster.redis_url:
+        validate(config)
     return config, args
 
 
@@ -105,7 +127,11 @@ def freeze_startup_heap() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        config, _ = configure(argv)
+        config, args = configure(argv)
+        if args.workers > 1:
+            from chat.workers import supervise
+
+            return supervise(config, args.workers, list(argv or sys.argv[1:]))
     except ConfigError as e:
         print(f"chat-server: {e}", file=sys.stderr)
         return 2

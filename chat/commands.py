@@ -16,14 +16,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from chat import events as ev
 from chat import wire
 from chat.admin import Admin
+from chat.cluster import ClusterDown
 from chat.config import Config
 from chat.door import Door
 from chat.files import FileService
 from chat.limits import InputLimits
+from chat.registry import name_problem
 from chat.roomchat import RoomChat
 from chat.sanitize import for_log
 from chat.service import ChatService, User
@@ -146,12 +149,35 @@ class Commands:
         else:
             _answer(conn, self.chat.private(user, cmd.to, cmd.text))
 
-    def nick(self, conn: Conn, cmd: wire.Nick) -> None:
+    def nick(self, conn: Conn, cmd: wire.Nick) -> Answer:
         wait = conn.limits_in.nick_wait()
         if wait > 0:
             conn.reply(ev.error("nick_flood", "nick", wait=math.ceil(wait)))
             return
-        _answer(conn, self.chat.nick(_user(conn), cmd.name))
+        user, cluster = _user(conn), self.chat.cluster
+        held = self.chat.registry.get(cmd.name)
+        if cluster is None or held is user or name_problem(cmd.name):
+            _answer(conn, self.chat.nick(user, cmd.name))
+            return None
+        if held is not None:
+            conn.reply(ev.error("name_taken", "nick", name=cmd.name))
+            return None
+
+        def claimed(won: bool) -> None:
+            if not won:
+                conn.reply(ev.error("name_taken", "nick", name=cmd.name))
+                return
+            problem = self.chat.nick(user, cmd.name)
+            if problem is not None:
+                if cmd.name not in self.chat.registry:
+                    cluster.release(cmd.name)
+                conn.reply(problem)
+
+        def cut_off(failure: Failure) -> None:
+            failure.trap(ClusterDown)
+            conn.reply(ev.error("cluster_down", "nick"))
+
+        return cluster.claim(cmd.name, user.account).addCallbacks(claimed, cut_off)
 
     def history(self, conn: Conn, cmd: wire.History) -> None:
         room = self.chat.rooms.resolve(_user(conn), None, "history")

@@ -30,6 +30,7 @@ class ServerSettings:
     http_enabled: bool = True
     public_url: str = ""
     data_dir: str = "chat-data"
+    files_dir: str = ""
     banner: str = "Welcome to lanchat."
     password: str = ""
     tls: bool = False
@@ -125,6 +126,13 @@ class ConsoleSettings:
 
 
 @dataclass
+class ClusterSettings:
+    redis_url: str = ""
+    node_timeout: float = 10.0
+    node_id: str = ""
+
+
+@dataclass
 class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -133,10 +141,16 @@ class Config:
     history: HistorySettings = field(default_factory=HistorySettings)
     files: FileSettings = field(default_factory=FileSettings)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def data_path(self) -> Path:
         return Path(self.server.data_dir)
+
+    @property
+    def files_path(self) -> Path:
+        """Where shared files are kept: ``server.files_dir``, or DATA/files."""
+        return Path(self.server.files_dir) if self.server.files_dir else self.data_path / "files"
 
     def public_base(self) -> str | None:
         """The base URL written into file notices, or None without HTTP."""
@@ -204,11 +218,11 @@ def apply(config: Config, data: dict[str, Any], origin: str = "") -> Config:
             if key not in known:
                 raise ConfigError(f"{origin}{name}: unknown setting")
             setattr(target, key, _coerce(name, getattr(target, key), value))
-    _validate(config)
+    validate(config)
     return config
 
 
-def _validate(config: Config) -> None:
+def validate(config: Config) -> None:
     if config.limits.max_line_bytes < 16:
         raise ConfigError("limits.max_line_bytes: must be at least 16")
     if config.history.replay > config.history.max:
@@ -237,6 +251,15 @@ def _validate(config: Config) -> None:
         raise ConfigError("rooms.max_per_user: must allow the default and autojoin rooms")
     if config.files.sweep_interval <= 0:
         raise ConfigError("files.sweep_interval: must be positive")
+    if config.cluster.redis_url:
+        from chat.redislink import parse_url
+
+        try:
+            parse_url(config.cluster.redis_url)
+        except ValueError as e:
+            raise ConfigError(f"cluster.redis_url: {e}") from None
+    if config.cluster.node_timeout < 1:
+        raise ConfigError("cluster.node_timeout: must be at least 1 second")
     if config.console.refresh_per_second <= 0:
         raise ConfigError("console.refresh_per_second: must be positive")
 

@@ -23,10 +23,12 @@ from typing import Any, Protocol
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chat import events as ev
 from chat import wire
 from chat.accounts import Accounts, Ban
+from chat.cluster import ClusterDown
 from chat.config import Config
 from chat.limits import LoginThrottle
 from chat.registry import name_problem
@@ -125,7 +127,7 @@ class Door:
             else:
                 conn.close("no account", say=ev.error("account_required", name=name))
         else:
-            self._enter(conn, name, account=False)
+            return self._enter(conn, name, account=False)
         return None
 
     def password(self, conn: Entrant, password: str) -> Answer:
@@ -167,8 +169,7 @@ class Door:
                 self.log.info("Failed login for {name} from {host}", name=name, host=conn.host)
                 return self._later(keys, lambda: self._wrong(conn, "account", name), delay)
             self.throttle.succeeded(name, conn.host)
-            self._enter(conn, name, account=True)
-            return None
+            return self._enter(conn, name, account=True)
 
         return self.accounts.verify(name, password).addCallback(checked)
 
@@ -208,17 +209,42 @@ class Door:
 
     # --- outcomes ---
 
-    def _enter(self, conn: Entrant, name: str, *, account: bool) -> None:
+    def _enter(self, conn: Entrant, name: str, *, account: bool) -> Answer:
         ban = self.accounts.banned(name=name)
         if ban is not None:
             conn.close("banned", say=self._banned(ban))
-            return
+            return None
+        cluster = self.chat.cluster
+        held = self.chat.registry.get(name)
+        if cluster is None or (held is not None and not getattr(held.peer, "remote", False)):
+            self._register(conn, name, account)
+            return None
+        if held is not None:  # a user of another node has it
+            self._refuse(conn, ev.error("name_taken", name=name))
+            return None
+
+        def claimed(won: bool) -> None:
+            if not won:
+                self._refuse(conn, ev.error("name_taken", name=name))
+            elif not self._register(conn, name, account) and name not in self.chat.registry:
+                cluster.release(name)
+
+        def cut_off(failure: Failure) -> None:
+            failure.trap(ClusterDown)
+            self._refuse(conn, ev.error("cluster_down"))
+
+        return cluster.claim(name, account).addCallbacks(claimed, cut_off)
+
+    def _register(self, conn: Entrant, name: str, account: bool) -> bool:
+        if conn.state is wire.State.CLOSED:
+            return False  # gone while the name was being claimed
         operator = account and self.accounts.is_operator(name)
         result = self.chat.register(conn, name, conn.address, account=account, operator=operator)  # type: ignore[arg-type]
         if isinstance(result, ev.Error):
             self._refuse(conn, result)
-        else:
-            conn.entered(result)
+            return False
+        conn.entered(result)
+        return True
 
     def _refuse(self, conn: Entrant, error: ev.Error) -> None:
         conn.reply(error)

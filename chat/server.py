@@ -17,12 +17,13 @@ from argon2 import PasswordHasher
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, task, threads
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from chat import tls
 from chat.accounts import Accounts, Hasher, synchronous
+from chat.cluster import Node
 from chat.config import Config, ConfigError
 from chat.files import FileService
 from chat.http import site
@@ -39,6 +40,15 @@ DEFAULT_BACKLOG = 1024
 
 def endpoint(reactor: Any, description: str, setting: str) -> Any:
     kind = description.split(":", 1)[0]
+    if kind == "reuseport":  # one of ``chat-server --workers``'s shared ports
+        from chat.workers import listen_reuseport
+
+        try:
+            sock = listen_reuseport(description)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{setting}: cannot listen on {description!r}: {e}") from None
+        # The endpoint owns the descriptor now (and closes it once adopted).
+        return AdoptedStreamServerEndpoint(reactor, sock.detach(), sock.family)
     if kind in ("tcp", "ssl", "unix") and not re.search(r"(?:^|:)backlog=", description):
         description += f":backlog={DEFAULT_BACKLOG}"
     try:
@@ -57,6 +67,7 @@ def build_factory(
     coalesce: bool = False,
     hasher: Hasher = synchronous,
     passwords: PasswordHasher | None = None,
+    clustered: bool = False,
 ) -> ChatFactory:
     """The chat stack over an opened store: file store, chat and file services,
     accounts, factory.
@@ -92,6 +103,8 @@ def build_factory(
         history_max=config.history.max,
         public_base=config.public_base(),
         coalesce=coalesce,
+        # In a cluster, history is in Redis before anyone receives it.
+        commit=(lambda events, reserved: defer.succeed(None)) if clustered else None,
     )
     accounts = Accounts(store, clock, config.accounts, hasher, passwords)
     accounts.load()
@@ -179,6 +192,7 @@ class ChatServer(service.MultiService):
         self._upload_pool: ThreadPool | None = None
         self._password_pool: ThreadPool | None = None
         self._sweeper: task.LoopingCall = task.LoopingCall(lambda: None)
+        self.node: Node | None = None
 
     def startService(self) -> None:
         config = self.config
@@ -208,8 +222,15 @@ class ChatServer(service.MultiService):
             config, self.reactor, store, self._upload_pool, self.reactor.callFromThread,
             coalesce=True,
             hasher=lambda fn: threads.deferToThreadPool(self.reactor, passwords, fn),
+            clustered=bool(config.cluster.redis_url),
         )
         self.store, self.service = store, self.factory.service
+        if config.cluster.redis_url:
+            self.node = Node(self.reactor, self.service, config.cluster,
+                             history_max=config.history.max)
+            self.service.cluster = self.node
+            self.notes.append(("cluster", f"cluster node {self.node.id}"))
+            self.node.start()
         # Expired files and stale partial uploads go now and every sweep_interval.
         self._sweeper = task.LoopingCall(self._sweep)
         self._sweeper.clock = self.reactor
@@ -299,6 +320,9 @@ class ChatServer(service.MultiService):
         for conn in list(self.factory.connections):
             conn.disconnect("server shutting down")
         yield super().stopService()
+        if self.node is not None:
+            yield self.node.drained(CLOSE_GRACE)
+            yield self.node.stop()
         yield self.service.delivery.drain()
         yield self._closed_or_cut(CLOSE_GRACE)
         yield self.store.close()

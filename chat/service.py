@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from twisted.internet.interfaces import IReactorTime
@@ -24,12 +24,22 @@ from twisted.logger import Logger
 
 from chat import events as ev
 from chat.config import RoomSettings
-from chat.delivery import Delivery
+from chat.delivery import Commit, Delivery
 from chat.registry import Registry, name_problem
 from chat.render import JsonRenderer, TextRenderer
 from chat.rooms import Room, Rooms
 from chat.sanitize import clean, for_log
 from chat.store import Store
+
+
+class Cluster(Protocol):
+    """What the chat needs of ``chat.cluster.Node``."""
+
+    ready: bool
+
+    def publish(self, event: ev.Event, to: Any, origin: Any) -> bool: ...
+
+    def kick(self, user: Any, reason: str) -> None: ...
 
 
 class Peer(Protocol):
@@ -91,8 +101,10 @@ class ChatService:
         server_name: str = "lanchat",
         public_base: str | None = None,
         coalesce: bool = False,
+        commit: Commit | None = None,
     ) -> None:
-        """``coalesce``: deliver each reactor turn as one batch (the server does)."""
+        """``coalesce``: deliver each reactor turn as one batch (the server does);
+        ``commit``: where delivered history is written (default: the store)."""
         self.clock = clock
         self.store = store
         self.replay = replay
@@ -102,7 +114,7 @@ class ChatService:
         self.registry: Registry[User] = Registry()
         self.renderers = {"text": TextRenderer(time_format), "json": JsonRenderer()}
         self.delivery = Delivery(
-            clock, self.renderers, store.commit, store.last_id, coalesce=coalesce
+            clock, self.renderers, commit or store.commit, store.last_id, coalesce=coalesce
         )
         settings = rooms or RoomSettings()
         self.rooms = Rooms(
@@ -116,6 +128,8 @@ class ChatService:
         self.stats = Stats()
         #: Whether a name belongs to an account (a guest cannot /nick to it).
         self.is_account: Callable[[str], bool] = lambda name: False
+        #: The cluster this chat is one node of (``chat.cluster.Node``), or None.
+        self.cluster: Cluster | None = None
 
     @property
     def observers(self) -> list[Callable[[ev.Event], None]]:
@@ -133,7 +147,25 @@ class ChatService:
         origin: User | None = None,
     ) -> None:
         """``event`` to a room's members, a fixed set of connections, or (None)
-        everyone; ``origin`` hears it back only if its mode echoes."""
+        everyone; ``origin`` hears it back only if its mode echoes. In a
+        cluster it goes through Redis first, and is delivered when it is back."""
+        if self.cluster is not None and self.cluster.publish(event, to, origin):
+            return
+        self.deliver(event, to, origin)
+
+    def deliver(
+        self, event: ev.Event, to: Room | frozenset[Peer] | list[tuple[Peer, str]] | None,
+        origin: User | None = None, *, remember: bool = True,
+    ) -> None:
+        """``event`` to this process's connections (``broadcast``'s audiences, or a
+        list of ``(peer, viewer)`` for a private event)."""
+        if remember and event.historic:
+            self.store.remember(event)
+            if isinstance(to, Room):
+                self.rooms.said(to)
+        if isinstance(to, list):
+            self.delivery.private(event, to)
+            return
         peer = origin.peer if origin else None
         if isinstance(to, Room):
             self.delivery.broadcast(event, to.key, to.peers, peer)
@@ -147,6 +179,24 @@ class ChatService:
         old, peer.mode = peer.mode, mode
         if old != mode:
             self.delivery.mode_changed(peer, old)
+
+    def not_published(self, origin: User | None) -> None:
+        """What ``origin`` said could not go through the cluster: they are told."""
+        if origin is not None and self.registry.get(origin.name) is origin:
+            self.reply(origin.peer, ev.error("cluster_down"))
+
+    def ghost(self, name: str, peer: Peer, account: bool, operator: bool) -> User:
+        """A user of another node of the cluster (``chat.mirror``)."""
+        now = self.clock.seconds()
+        user = User(name, peer, "", "", now, now, account=account, operator=operator)
+        self.registry.add(name, user)
+        return user
+
+    def _cut_off(self, command: str | None = None) -> ev.Error | None:
+        """In a cluster out of reach of Redis, lines are refused, never dropped."""
+        if self.cluster is not None and not self.cluster.ready:
+            return ev.error("cluster_down", command)
+        return None
 
     def chat_event(self, cls: type[ev.Event], *args: object, **kw: object) -> ev.Event:
         """A new event of the conversation: the next id, the time now."""
@@ -260,9 +310,10 @@ class ChatService:
         room = room or user.current
         if room is None:
             return ev.error("not_in_room", command)
+        problem = self._cut_off(command)
+        if problem is not None:
+            return problem
         event = self.chat_event(kind, user.name, text, room.name, user.account)
-        self.store.remember(event)
-        self.rooms.said(room)
         self.stats.messages += 1
         self.broadcast(event, room, origin=user)
         return None
@@ -275,11 +326,14 @@ class ChatService:
         target = self.registry.get(to)
         if target is None:
             return ev.error("no_such_user", "msg", name=clean(to)[:64])
+        problem = self._cut_off("msg")
+        if problem is not None:
+            return problem
         event = self.chat_event(ev.Private, user.name, target.name, text)
-        to_whom = [(target.peer, target.name)]
-        if target is not user:
-            to_whom.append((user.peer, user.name))
-        self.delivery.private(event, to_whom)
+        to_whom = [(u.peer, u.name) for u in dict.fromkeys((target, user))
+                   if not getattr(u.peer, "remote", False)]
+        if self.cluster is None or not self.cluster.publish(event, to_whom, user):
+            self.delivery.private(event, to_whom)
         return None
 
     def nick(self, user: User, new: str) -> ev.Error | None:
@@ -311,6 +365,9 @@ class ChatService:
         if user is None:
             return False
         reason = clean(reason) or "no reason given"
+        if self.cluster is not None and getattr(user.peer, "remote", False):
+            self.cluster.kick(user, reason)  # its own node does it
+            return True
         self.reply(user.peer, ev.error("kicked", reason=reason))
         self.leave(user, f"kicked: {reason}")
         user.peer.disconnect(f"kicked: {reason}")

@@ -218,6 +218,10 @@ class Store:
             return []
         return list(kept)[-n:]
 
+    def replace_recent(self, room: str, events: list[ev.Event]) -> None:
+        """``room``'s history as another source has it (a cluster's stream)."""
+        self._recent[room.lower()] = deque(events, maxlen=self._keep)
+
     def rooms_with_history(self) -> set[str]:
         return set(self._recent)
 
@@ -341,6 +345,20 @@ class Store:
 
     def _failed(self, failure: Any, what: str) -> None:
         self.log.failure("Database: {what} failed", failure, what=what)
+
+    def mirror_file(self, info: ev.FileInfo) -> defer.Deferred[None]:
+        """A file another node stored (its bytes are in the shared files directory)."""
+
+        def insert() -> None:
+            assert self._db is not None
+            self._db.execute(
+                "INSERT OR IGNORE INTO files (id, name, size, crc32, sha256, uploader, ts, room) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (info.file_id, info.name, info.size, info.crc32, info.sha256,
+                 info.uploader, info.ts, info.room or ""),
+            )
+
+        return self._run(insert)
 
     def mark_removed(self, file_id: str, by: str) -> defer.Deferred[None]:
         def write() -> None:

@@ -152,8 +152,12 @@ class RealServer:
         http: bool = True,
         relaxed: bool = True,
         open_files: int | None = None,
+        settings: str = "",
+        ready: str | None = None,
     ) -> None:
-        """``open_files``: the child's RLIMIT_NOFILE (soft and hard), as ``ulimit -n`` would."""
+        """``open_files``: the child's RLIMIT_NOFILE (soft and hard), as ``ulimit -n`` would;
+        ``settings``: TOML added to the relaxed configuration; ``ready``: a log
+        line (regular expression) to wait for besides the listening ones."""
         self.data_dir = data_dir
         args = [
             sys.executable, "-m", "chat", "--no-console",
@@ -165,7 +169,7 @@ class RealServer:
             # would only slow scripted clients down.
             data_dir.parent.mkdir(parents=True, exist_ok=True)
             relaxed_toml = data_dir.parent / f"{data_dir.name}-relaxed.toml"
-            relaxed_toml.write_text(RELAXED_TOML)
+            relaxed_toml.write_text(RELAXED_TOML + settings)
             args += ["--config", str(relaxed_toml)]
         args += ["--http", "tcp:0:interface=127.0.0.1"] if http else ["--no-http"]
         args += list(extra)
@@ -183,6 +187,8 @@ class RealServer:
         self.ports: dict[str, int] = {}
         want = {"chat", "http"} if http else {"chat"}
         self.wait_log(lambda: want <= set(self.ports), what="listening lines")
+        if ready is not None:
+            self.wait_for_log(ready)
 
     @property
     def port(self) -> int:

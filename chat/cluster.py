@@ -1,0 +1,484 @@
+"""The cluster: several server processes (nodes) serving one chat through Redis.
+
+Every event the chat shows to more than one connection (a line, a join, a
+leave, a rename, a file) goes through one Lua script that takes the next id
+(``INCR``), appends historic ones to their room's stream (trimmed to
+``history.max``), updates who is where (the ``users`` hash) and publishes it
+on one channel, atomically: the channel's order is the order of ids, of the
+streams and of the hash, and every node, the sender's own included, delivers
+events in that order. A node delivers its own users' events when they come
+back from Redis, so its users and everyone else's see the same sequence.
+
+Names are claimed in the ``users`` hash (a Lua check-and-set), so two users
+racing for one name on two nodes get one winner. Each node refreshes a
+liveness key every third of ``cluster.node_timeout``; a node whose key
+lapsed is reaped by whichever node notices first (a script that removes it
+from the node set, so it runs once): its users' leaves are published and
+their names freed. A node that loses Redis refuses chat lines (``cluster_down``)
+and, once both connections are back, resynchronises (users, rooms, recent
+history, and the lines its users missed meanwhile) before taking lines again.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import json
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chat import events as ev
+from chat.config import ClusterSettings
+from chat.mirror import Mirror, presence
+from chat.redislink import Link, parse_url
+
+PREFIX = "lanchat:"
+ID_KEY = PREFIX + "id"
+CHANNEL = PREFIX + "events"
+USERS = PREFIX + "users"
+NODES = PREFIX + "nodes"
+FILES = PREFIX + "files"
+#: Who publishes the leaves of a dead node's users.
+REAPER = "-reaper"
+
+
+def node_key(node: str) -> str:
+    return f"{PREFIX}node:{node}"
+
+
+def history_key(room_key: str) -> str:
+    return f"{PREFIX}h:{room_key}"
+
+
+#: KEYS: id, channel. ARGV: node, seq, event JSON without its id, history
+#: stream (or ""), its length, then (command, key, field, value) fours.
+PUBLISH = """
+local id = redis.call('INCR', KEYS[1])
+local event = '{"id":' .. id .. ',' .. string.sub(ARGV[3], 2)
+if ARGV[4] ~= '' then
+  redis.call('XADD', ARGV[4], 'MAXLEN', '~', ARGV[5], '*', 'e', event)
+end
+for i = 6, #ARGV - 3, 4 do
+  if ARGV[i] == 'HSET' then
+    redis.call('HSET', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  elseif ARGV[i] == 'HDEL' then
+    redis.call('HDEL', ARGV[i + 1], ARGV[i + 2])
+  end
+end
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. event)
+return id
+"""
+
+#: KEYS: users. ARGV: name key, presence JSON, node. 1: claimed (or already ours).
+CLAIM = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and cjson.decode(held).node ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+#: KEYS: users. ARGV: name key, node. Frees a name only if this node holds it.
+RELEASE = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and cjson.decode(held).node == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+#: KEYS: id, channel, users, nodes. ARGV: the dead node, its key, ts, reason.
+#: Removing the node from the set first makes the leaves go out once.
+REAP = """
+if redis.call('EXISTS', ARGV[2]) == 1 then return 0 end
+if redis.call('SREM', KEYS[4], ARGV[1]) == 0 then return 0 end
+local all = redis.call('HGETALL', KEYS[3])
+local n = 0
+for i = 1, #all, 2 do
+  local p = cjson.decode(all[i + 1])
+  if p.node == ARGV[1] then
+    redis.call('HDEL', KEYS[3], all[i])
+    local id = redis.call('INCR', KEYS[1])
+    local event = cjson.encode({type = 'leave', id = id, ts = ARGV[3], name = p.name,
+                                reason = ARGV[4]})
+    redis.call('PUBLISH', KEYS[2], '""" + REAPER + """ 0 ' .. event)
+    n = n + 1
+  end
+end
+return n
+"""
+
+#: KEYS: id, users. The last id handed out and who is where, as of one moment.
+SNAPSHOT = """
+return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2])}
+"""
+
+SCRIPTS = {"publish": PUBLISH, "claim": CLAIM, "release": RELEASE, "reap": REAP,
+           "snapshot": SNAPSHOT}
+
+
+class NodeState(enum.Enum):
+    STARTING = "starting"
+    SYNCING = "syncing"
+    READY = "ready"
+    DOWN = "down"
+    STOPPED = "stopped"
+
+
+class ClusterDown(Exception):
+    """Redis is out of reach: nothing can be published now."""
+
+
+class Node:
+    """This process's part in the cluster."""
+
+    log = Logger()
+
+    def __init__(
+        self, reactor: Any, chat: Any, settings: ClusterSettings, *, history_max: int
+    ) -> None:
+        self.reactor = reactor
+        self.chat = chat
+        self.settings = settings
+        self.id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.history_max = history_max
+        self.state = NodeState.STARTING
+        self.mirror = Mirror(chat, self.id)
+        address = parse_url(settings.redis_url)
+        self._cmd = Link(reactor, address, "commands", self._cmd_up, self._down)
+        self._sub = Link(reactor, address, "pub/sub", self._sub_up, self._down, self._message)
+        self._sha: dict[str, str] = {}
+        self._subscribed = False
+        self._buffer: list[str] | None = None
+        self._seq = itertools.count(1)
+        #: seq -> (audience, origin) of this node's events on their way through Redis.
+        self._pending: dict[int, tuple[Any, Any]] = {}
+        #: The highest event id this node has delivered.
+        self.last_id = 0
+        self._beat = task.LoopingCall(self._heartbeat)
+        self._beat.clock = reactor
+        self._syncing: defer.Deferred[None] | None = None
+        #: Told of every change of state (the console, tests).
+        self.watchers: list[Callable[[NodeState], object]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.state is NodeState.READY
+
+    def _set_state(self, state: NodeState) -> None:
+        if state is not self.state:
+            self.log.info("Cluster node {node}: {state}", node=self.id, state=state.value)
+            self.state = state
+            for watcher in self.watchers:
+                watcher(state)
+
+    # --- connections ---
+
+    def start(self) -> None:
+        self._cmd.start()
+        self._sub.start()
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Leave the cluster: what is on its way is published, then the node is forgotten."""
+        if self._beat.running:
+            self._beat.stop()
+        pending = [d for d in [self._syncing] if d is not None]
+        if pending:
+            yield defer.DeferredList(pending)
+        cmd = self._cmd.protocol
+        if cmd is not None and self.state is NodeState.READY:
+            try:
+                # The users' leaves were published before this (they left at shutdown).
+                yield cmd.execute_command("DEL", node_key(self.id))
+                yield cmd.execute_command("SREM", NODES, self.id)
+            except Exception:
+                pass
+        self._set_state(NodeState.STOPPED)
+        yield self._cmd.stop()
+        yield self._sub.stop()
+
+    def drained(self, grace: float) -> defer.Deferred[None]:
+        """Fires once this node's events on their way through Redis are back
+        (or ``grace`` seconds have passed)."""
+        done: defer.Deferred[None] = defer.Deferred()
+        deadline = self.reactor.seconds() + grace
+
+        def check() -> None:
+            if not self._pending or self.reactor.seconds() >= deadline or not self.ready:
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.01, check)
+
+        check()
+        return done
+
+    def _cmd_up(self, proto: Any) -> defer.Deferred[None]:
+        @defer.inlineCallbacks
+        def load() -> Any:
+            for name, script in SCRIPTS.items():
+                self._sha[name] = yield proto.execute_command("SCRIPT", "LOAD", script)
+            self._maybe_sync()
+
+        return load()
+
+    def _sub_up(self, proto: Any) -> defer.Deferred[None]:
+        self._buffer = []  # from now on: kept until the snapshot says what is new
+
+        def subscribed(_: object) -> None:
+            self._subscribed = True
+            self._maybe_sync()
+
+        d: defer.Deferred[None] = proto.subscribe(CHANNEL).addCallback(subscribed)
+        return d
+
+    def _down(self) -> None:
+        if self.state is NodeState.STOPPED:
+            return
+        self._subscribed = self._subscribed and self._sub.protocol is not None
+        if self._beat.running:
+            self._beat.stop()
+        if self.state is not NodeState.DOWN:
+            self.log.warn("Cluster node {node}: lost Redis; chat lines are refused until it "
+                          "is back", node=self.id)
+        self._set_state(NodeState.DOWN)
+        self._sha.clear()  # a Redis that restarted has none of the scripts
+        self._buffer = None
+        self._fail_pending()
+        # One connection may still be up: drop it too, so both come back together.
+        for link in (self._cmd, self._sub):
+            if link.protocol is not None:
+                link.protocol.transport.loseConnection()
+
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for _to, origin in pending.values():
+            self.chat.not_published(origin)
+
+    def _maybe_sync(self) -> None:
+        if (self._cmd.protocol is None or not self._subscribed or len(self._sha) < len(SCRIPTS)
+                or self._syncing is not None
+                or self.state in (NodeState.READY, NodeState.STOPPED)):
+            return
+        self._set_state(NodeState.SYNCING)
+        self._syncing = self._sync().addErrback(self._sync_failed)
+
+    def _sync_failed(self, failure: Failure) -> None:
+        self._syncing = None
+        self.log.failure("Cluster node {node}: resynchronising failed", failure, node=self.id)
+        if self._cmd.protocol is not None:
+            self._cmd.protocol.transport.loseConnection()  # back to DOWN; retried on return
+
+    @defer.inlineCallbacks
+    def _sync(self) -> Any:
+        cmd = self._cmd.protocol
+        yield self._alive(cmd)
+        snap = yield cmd.evalsha(self._sha["snapshot"], [ID_KEY, USERS], [])
+        top = int(snap[0])
+        if top < self.last_id:  # Redis lost its data: ids still never go back
+            yield cmd.execute_command("SET", ID_KEY, self.last_id)
+            top = self.last_id
+        flat = snap[1]
+        users = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        history = yield self._histories(cmd)
+        missed = self.mirror.resync(users, history, top, self.last_id)
+        self.last_id = max(self.last_id, top)
+        yield self._reclaim(cmd, users)
+        buffered, self._buffer = self._buffer or [], None
+        self._syncing = None
+        self._set_state(NodeState.READY)
+        for raw in buffered:
+            self._take(raw, after=top)
+        if not self._beat.running:
+            self._beat.start(self.settings.node_timeout / 3, now=False)
+        if missed:
+            self.log.info("Cluster node {node}: delivered {n} line(s) said while it was cut off",
+                          node=self.id, n=missed)
+
+    @defer.inlineCallbacks
+    def _histories(self, cmd: Any) -> Any:
+        """Each room's recent history, from its stream."""
+        out: dict[str, list[ev.Event]] = {}
+        cursor = "0"
+        keys: list[str] = []
+        while True:
+            cursor, found = yield cmd.execute_command(
+                "SCAN", cursor, "MATCH", history_key("*"), "COUNT", 1000
+            )
+            keys += found
+            if str(cursor) == "0":
+                break
+        for key in keys:
+            entries = yield cmd.execute_command(
+                "XREVRANGE", key, "+", "-", "COUNT", self.history_max
+            )
+            events = []
+            for _, fields in reversed(entries):
+                try:
+                    events.append(ev.from_json(json.loads(fields[1])))
+                except (ValueError, ev.BadEvent):
+                    self.log.warn("Skipped a bad history entry in {key}", key=key)
+            out[key.removeprefix(history_key(""))] = events
+        return out
+
+    @defer.inlineCallbacks
+    def _reclaim(self, cmd: Any, users: dict[str, dict[str, Any]]) -> Any:
+        """After a break: this node's users hold their names again, and
+        entries left from users who went meanwhile are published as leaves."""
+        local = {u.name.lower(): u for u in self.chat.registry if not _remote(u)}
+        for key, entry in users.items():
+            if entry.get("node") == self.id and key not in local:
+                event = self.chat.chat_event(ev.Leave, entry.get("name", key), "connection lost")
+                self.publish(event, frozenset(), None)
+        for key, user in local.items():
+            entry = users.get(key)
+            if entry is not None and entry.get("node") == self.id:
+                continue
+            won = yield cmd.evalsha(self._sha["claim"], [USERS],
+                                    [key, json.dumps(presence(user, self.id)), self.id])
+            if not won:
+                self.chat.kick(user.name, "the name was taken while this server was cut off")
+                continue
+            for room in user.rooms:
+                self.publish(self.chat.chat_event(ev.Join, user.name, room.name, True,
+                                                  user.account), frozenset(), None)
+
+    @defer.inlineCallbacks
+    def _alive(self, cmd: Any) -> Any:
+        ms = int(self.settings.node_timeout * 1000)
+        yield cmd.execute_command("SET", node_key(self.id), self.id, "PX", ms)
+        yield cmd.execute_command("SADD", NODES, self.id)
+
+    @defer.inlineCallbacks
+    def _heartbeat(self) -> Any:
+        cmd = self._cmd.protocol
+        if cmd is None or self.state is not NodeState.READY:
+            return
+        try:
+            yield self._alive(cmd)
+            nodes = yield cmd.execute_command("SMEMBERS", NODES)
+            for node in nodes:
+                if node == self.id:
+                    continue
+                if not (yield cmd.execute_command("EXISTS", node_key(node))):
+                    n = yield cmd.evalsha(
+                        self._sha["reap"], [ID_KEY, CHANNEL, USERS, NODES],
+                        [node, node_key(node), ev.iso_utc(self.reactor.seconds()),
+                         "server lost"],
+                    )
+                    self.log.warn("Cluster node {node} stopped answering: {n} user(s) left",
+                                  node=node, n=n)
+        except Exception:
+            self.log.failure("Cluster heartbeat failed")
+
+    # --- out ---
+
+    def publish(self, event: ev.Event, to: Any, origin: Any) -> bool:
+        """Send ``event`` to every node; this one delivers it to ``to`` when it
+        comes back. False (not sent) while Redis is out of reach."""
+        cmd = self._cmd.protocol
+        if self.state is not NodeState.READY or cmd is None:
+            return False
+        seq = next(self._seq)
+        self._pending[seq] = (to, origin)
+        body = event.as_json()
+        body.pop("id", None)
+        room = getattr(event, "room", None)
+        stream = history_key(room.lower()) if event.historic and room else ""
+        args: list[Any] = [self.id, seq, json.dumps(body, ensure_ascii=False,
+                                                     separators=(",", ":")),
+                           stream, self.history_max]
+        args += self.mirror.changes(event)
+        try:
+            d = cmd.evalsha(self._sha["publish"], [ID_KEY, CHANNEL], args)
+        except Exception:  # txredisapi raises at once on a connection just lost
+            self._pending.pop(seq, None)
+            self._down()
+            if event.historic or isinstance(event, ev.Private):
+                self.chat.not_published(origin)
+                return True  # refused, not delivered here alone
+            return False
+        d.addErrback(self._not_published, seq)
+        return True
+
+    def _not_published(self, failure: Failure, seq: int) -> None:
+        entry = self._pending.pop(seq, None)
+        self.log.failure("Publishing an event failed", failure)
+        if entry is not None:
+            self.chat.not_published(entry[1])
+
+    def claim(self, name: str, account: bool) -> defer.Deferred[bool]:
+        """Hold ``name`` for a user of this node; False if another node's user has it."""
+        cmd = self._cmd.protocol
+        if self.state is not NodeState.READY or cmd is None:
+            return defer.fail(ClusterDown())
+        entry = json.dumps({"name": name, "node": self.id, "account": account, "rooms": []})
+        d: defer.Deferred[Any] = cmd.evalsha(self._sha["claim"], [USERS],
+                                             [name.lower(), entry, self.id])
+        return d.addCallback(lambda won: bool(int(won)))
+
+    def release(self, name: str) -> None:
+        """A claimed name that was not used after all."""
+        cmd = self._cmd.protocol
+        if cmd is not None and self.state is NodeState.READY:
+            cmd.evalsha(self._sha["release"], [USERS], [name.lower(), self.id]).addErrback(
+                lambda f: None
+            )
+
+    def kick(self, user: Any, reason: str) -> None:
+        """Ask the node that holds ``user`` (a remote one) to kick them."""
+        self._control({"op": "kick", "node": user.peer.node, "name": user.name,
+                       "reason": reason})
+
+    def _control(self, body: dict[str, Any]) -> None:
+        cmd = self._cmd.protocol
+        if cmd is not None and self.state is NodeState.READY:
+            cmd.execute_command("PUBLISH", CHANNEL, f"{self.id} - {json.dumps(body)}")
+
+    # --- in ---
+
+    def _message(self, raw: str) -> None:
+        if self._buffer is not None:
+            self._buffer.append(raw)
+        elif self.state is NodeState.READY:
+            self._take(raw, after=0)
+
+    def _take(self, raw: str, after: int) -> None:
+        try:
+            node, seq, body = raw.split(" ", 2)
+            data = json.loads(body)
+            if seq == "-":
+                self._controlled(data)
+                return
+            event = ev.from_json(data)
+        except (ValueError, ev.BadEvent):
+            self.log.warn("Cluster: ignored a bad message {raw!r}", raw=raw[:200])
+            return
+        event_id = getattr(event, "id", 0)
+        if event_id <= after:
+            return  # already in the snapshot this node synchronised from
+        self.last_id = max(self.last_id, event_id)
+        try:
+            if node == self.id:
+                entry = self._pending.pop(int(seq), None)
+                if entry is not None:
+                    self.chat.deliver(event, *entry)
+            elif not self.mirror.apply(event):
+                self.log.warn("Cluster node {node}: declared dead by the others; rejoining",
+                              node=self.id)
+                self._cmd.protocol.transport.loseConnection()
+        except Exception:
+            self.log.failure("Cluster: delivering {type} failed", type=event.type)
+
+    def _controlled(self, data: dict[str, Any]) -> None:
+        if data.get("op") == "kick" and data.get("node") == self.id:
+            user = self.chat.registry.get(str(data.get("name", "")))
+            if user is not None and not _remote(user):
+                self.chat.kick(user.name, str(data.get("reason", "")))
+
+
+def _remote(user: Any) -> bool:
+    return getattr(user.peer, "remote", False)

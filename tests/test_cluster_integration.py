@@ -1,0 +1,327 @@
+"""The cluster (issue 18), black-box: real ``chat-server`` nodes sharing one real Redis.
+
+Every test starts its own ``redis-server`` on an ephemeral port and two or
+three nodes on ephemeral ports, and talks to them over sockets as users do:
+chat across nodes in text and JSON, one order for everyone under concurrent
+senders on different nodes, a name race, ``/msg`` and ``/who`` across nodes,
+history after every node restarts, ``kill -9`` of a node, Redis going away
+and coming back, a file uploaded on one node fetched from another, and
+``--workers 2`` on one port.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_support import RedisServer, free_port, needs_redis, node
+from tests.support import DEADLINE, LineClient, RealServer, kill_quietly
+
+pytestmark = needs_redis
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nodes(redis: RedisServer, tmp_path: Path) -> Iterator[list[RealServer]]:
+    started = [node(redis, tmp_path / f"node{i}", f"n{i}") for i in range(3)]
+    yield started
+    for server in started:
+        kill_quietly(server)
+
+
+def json_client(server: RealServer, name: str) -> LineClient:
+    c = server.client(name, json_mode=True)
+    c.expect_event("history")
+    return c
+
+
+def text_client(server: RealServer, name: str) -> LineClient:
+    c = server.client(name)
+    c.expect(r"^-- (No messages yet|Last \d+ messages?:|End of history)")
+    return c
+
+
+def test_chat_across_nodes_in_text_and_json(nodes: list[RealServer]) -> None:
+    alice = text_client(nodes[0], "alice")
+    bob = json_client(nodes[1], "bob")
+    alice.expect(r"-- bob has joined the chat\.")
+    alice.send_line("hello from node 0")
+    said = bob.expect_event("message", sender="alice")
+    assert said["text"] == "hello from node 0" and said["room"] == "#lobby"
+    bob.send_line("hi from node 1")
+    assert bob.expect_event("message", sender="bob")["text"] == "hi from node 1"  # its echo
+    alice.expect(r"^\(.*\) <bob> hi from node 1$")
+    carol = json_client(nodes[2], "carol")
+    alice.expect(r"-- carol has joined")
+    carol.send_line("/who")
+    who = carol.expect_event("who")
+    assert {p["name"] for p in who["users"]} == {"alice", "bob", "carol"}
+    bob.send_line("/msg alice psst")
+    alice.expect(r"\*bob\* psst")
+    assert bob.expect_event("private", recipient="alice")["text"] == "psst"
+    carol.send_line("/names")
+    names = carol.expect_event("names")
+    assert {p["name"] for p in names["users"]} == {"alice", "bob", "carol"}
+    alice.send_line("/quit")
+    bob.expect_event("leave", name="alice")
+    carol.expect_event("leave", name="alice")
+
+
+def test_every_member_sees_one_order_under_concurrent_senders(
+    nodes: list[RealServer],
+) -> None:
+    listeners = [json_client(n, f"ear{i}") for i, n in enumerate(nodes)]
+    senders = [(n, f"s{i}{j}") for i, n in enumerate(nodes) for j in range(2)]
+    per_sender = 60
+    conns = [json_client(n, name) for n, name in senders]
+    # Everyone is in: each listener has seen every join.
+    for ear in listeners:
+        for _, name in senders:
+            ear.expect_event("join", name=name)
+
+    def blast(conn: LineClient, name: str) -> None:
+        # In a few writes, as programs send: lines cut wherever TCP cuts them.
+        data = b"".join(f"{name} {k}\r\n".encode() for k in range(per_sender))
+        for i in range(0, len(data), 97):
+            conn.send(data[i:i + 97])
+
+    threads = [threading.Thread(target=blast, args=(c, name))
+               for c, (_, name) in zip(conns, senders, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE)
+    total = per_sender * len(senders)
+    seen = []
+    for ear in listeners:
+        got = []
+        while len(got) < total:
+            event = json.loads(ear.read_line())
+            if event["type"] == "message":
+                got.append((event["id"], event["sender"], event["text"]))
+        seen.append(got)
+    assert seen[0] == seen[1] == seen[2], "members saw different orders"
+    ids = [i for i, _, _ in seen[0]]
+    assert ids == sorted(ids) and len(set(ids)) == total
+    for _, name in senders:
+        mine = [int(text.split()[1]) for _, sender, text in seen[0] if sender == name]
+        assert mine == list(range(per_sender)), f"{name}'s lines out of order"
+
+
+def test_two_users_racing_for_one_name_on_two_nodes(nodes: list[RealServer]) -> None:
+    for attempt in range(10):
+        name = f"racer{attempt}"
+        a, b = LineClient(nodes[0].port), LineClient(nodes[1].port)
+        for c in (a, b):
+            c.send_line("/proto json")
+        a.send_line(name)
+        b.send_line(name)
+        outcomes = []
+        for c in (a, b):
+            while True:
+                line = c.read_line()
+                if not line.startswith("{"):
+                    continue  # the banner, before /proto json
+                event = json.loads(line)
+                if event["type"] == "welcome":
+                    outcomes.append("won")
+                    break
+                if event["type"] == "error" and event["code"] == "name_taken":
+                    outcomes.append("taken")
+                    break
+        assert sorted(outcomes) == ["taken", "won"], outcomes
+        a.close()
+        b.close()
+
+
+def test_nick_across_nodes(nodes: list[RealServer]) -> None:
+    alice = json_client(nodes[0], "alice")
+    bob = json_client(nodes[1], "bob")
+    alice.expect_event("join", name="bob")
+    bob.send_line("/nick alice")
+    assert bob.expect_event("error")["code"] == "name_taken"
+    bob.send_line("/nick robert")
+    alice.expect_event("nick", old="bob", new="robert")
+    carol = json_client(nodes[2], "carol")
+    carol.send_line("/who")
+    names = {p["name"] for p in carol.expect_event("who")["users"]}
+    assert names == {"alice", "robert", "carol"}
+    # The old name is free again, anywhere.
+    again = json_client(nodes[2], "bob")
+    alice.expect_event("join", name="bob")
+    again.close()
+
+
+def test_history_survives_every_node_restarting(redis: RedisServer, tmp_path: Path) -> None:
+    first = [node(redis, tmp_path / f"node{i}", f"n{i}") for i in range(2)]
+    alice = json_client(first[0], "alice")
+    bob = json_client(first[1], "bob")
+    sent = []
+    for k in range(5):
+        alice.send_line(f"a{k}")
+        bob.send_line(f"b{k}")
+        sent += [f"a{k}", f"b{k}"]
+    received = []
+    while len(received) < len(sent):
+        event = json.loads(bob.read_line())
+        if event["type"] == "message":
+            received.append((event["id"], event["text"]))
+    for server in first:
+        assert server.stop() == 0
+    second = [node(redis, tmp_path / f"node{i}", f"m{i}") for i in range(2)]
+    try:
+        for server in second:
+            carol = server.client(f"carol{server.port}", json_mode=True)
+            history = carol.expect_event("history")
+            assert [(e["id"], e["text"]) for e in history["messages"]][-10:] == received
+            carol.close()
+    finally:
+        for server in second:
+            kill_quietly(server)
+
+
+def test_kill_9_of_a_node_frees_its_users(nodes: list[RealServer]) -> None:
+    alice = json_client(nodes[0], "alice")
+    bob = json_client(nodes[1], "bob")
+    alice.expect_event("join", name="bob")
+    alice.send_line("seen by bob")
+    said = bob.expect_event("message", sender="alice")
+    nodes[0].proc.send_signal(signal.SIGKILL)
+    nodes[0].proc.wait()
+    # Within node_timeout (3 s here) and a heartbeat: one leave, the name free.
+    left = bob.expect_event("leave", name="alice", timeout=DEADLINE)
+    assert left["reason"] == "server lost"
+    again = nodes[2].client("alice", json_mode=True)
+    history = again.expect_event("history")
+    assert said["id"] in [e["id"] for e in history["messages"]]
+    # Exactly one leave reached bob (the other node saw the death too).
+    bob.send_line("/who")
+    while True:
+        event = json.loads(bob.read_line())
+        assert not (event["type"] == "leave" and event["name"] == "alice")
+        if event["type"] == "who":
+            break
+
+
+def test_redis_going_away_refuses_lines_then_recovers(
+    redis: RedisServer, nodes: list[RealServer]
+) -> None:
+    alice = json_client(nodes[0], "alice")
+    bob = json_client(nodes[1], "bob")
+    alice.expect_event("join", name="bob")
+    redis.stop()
+    nodes[0].wait_for_log(r"Cluster node n0: down")
+    alice.send_line("while redis is away")
+    error = alice.expect_event("error")
+    assert error["code"] == "cluster_down"
+    redis.start()
+    for i in (0, 1, 2):  # ready once at start, and again now
+        nodes[i].wait_log(lambda i=i: ready_count(nodes[i], f"n{i}") >= 2, "resynchronised")
+    # Back: lines flow again, and the users are still there for each other.
+    alice.send_line("back again")
+    assert bob.expect_event("message", sender="alice")["text"] == "back again"
+    carol = json_client(nodes[2], "carol")
+    carol.send_line("/who")
+    names = {p["name"] for p in carol.expect_event("who")["users"]}
+    assert names == {"alice", "bob", "carol"}
+
+
+def test_a_file_shared_on_one_node_is_fetched_from_another(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared-files"
+    servers = [node(redis, tmp_path / f"node{i}", f"f{i}", "--files-dir", str(shared))
+               for i in range(2)]
+    try:
+        alice = json_client(servers[0], "alice")
+        bob = json_client(servers[1], "bob")
+        data = bytes(range(256)) * 400
+        alice.send_line(f"/send notes.bin {len(data)} {zlib.crc32(data):08x}")
+        alice.send(data)
+        shared_event = bob.expect_event("file", sender="alice")
+        file_id = shared_event["file_id"]
+        bob.send_line(f"/get {file_id}")
+        header = bob.expect_event("download")
+        assert header["size"] == len(data)
+        assert bob.read_exact(len(data)) == data
+        bob.send_line("/files")
+        assert file_id in [f["file_id"] for f in bob.expect_event("files")["files"]]
+    finally:
+        for server in servers:
+            kill_quietly(server)
+
+
+def test_workers_share_one_port(redis: RedisServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chat", "--no-console", "--workers", "2", "--cluster", redis.url,
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--no-http",
+         "--data-dir", str(tmp_path / "data"), "--node-id", "w"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    try:
+        ready: set[str] = set()
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            m = re.search(r"Cluster node (w-w\d): ready", raw.decode())
+            if m:
+                ready.add(m[1])
+            if len(ready) == 2:
+                break
+        assert ready == {"w-w0", "w-w1"}
+        clients = []
+        for i in range(8):
+            c = LineClient(port)
+            c.send_line("/proto json")
+            c.send_line(f"u{i}")
+            c.expect(r'"type":"welcome"')
+            clients.append(c)
+        clients[0].send_line("/who")
+        names = {p["name"] for p in clients[0].expect_event("who")["users"]}
+        assert names == {f"u{i}" for i in range(8)}
+        clients[-1].send_line("one port, many workers")
+        for c in clients[:-1]:
+            assert c.expect_event("message", sender="u7")["text"] == "one port, many workers"
+        # Both workers hold some of the users (the kernel spreads connections).
+        holders = redis_users(redis)
+        assert {h["node"] for h in holders.values()} == {"w-w0", "w-w1"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(DEADLINE) == 0
+
+
+def ready_count(server: RealServer, node_id: str) -> int:
+    return sum(f"Cluster node {node_id}: ready" in line for line in server.log)
+
+
+def redis_users(redis: RedisServer) -> dict[str, dict[str, object]]:
+    """The cluster's ``users`` hash, read over a plain socket."""
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=DEADLINE) as s:
+        s.sendall(b"*2\r\n$5\r\nHVALS\r\n$13\r\nlanchat:users\r\n")
+        data = b""
+        s.settimeout(DEADLINE)
+        while True:
+            data += s.recv(65536)
+            lines = data.split(b"\r\n")
+            count = int(lines[0][1:])
+            if len(lines) >= 2 * count + 2:
+                break
+    values = [json.loads(lines[2 + 2 * i]) for i in range(count)]
+    return {v["name"]: v for v in values}
