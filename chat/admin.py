@@ -11,6 +11,7 @@ the server log and the console.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -62,14 +63,36 @@ class Admin:
         ban, saved = self.accounts.ban(kind, key, until, clean(reason), by)
         self._did(by, f"banned {key} {'for good' if until is None else f'for {seconds:g}s'}"
                       f"{': ' + ban.reason if ban.reason else ''}")
-        for user in list(self.chat.registry):  # who is in now and is banned goes
-            host = user.address.rsplit(":", 1)[0].strip("[]")
-            if ban.matches(user.name, host):
-                self.chat.kick(user.name, f"banned{': ' + ban.reason if ban.reason else ''}")
+        self._put_off(ban)
+        if self.chat.cluster is not None:
+            self.chat.cluster.tell("ban", {"kind": kind, "target": key, "until": until,
+                                           "reason": ban.reason, "by": by})
         when = "for good" if until is None else time.strftime(
             "until %Y-%m-%d %H:%M %Z", time.localtime(until)
         )
         return saved.addCallback(lambda _: ev.Info(f"Banned {key} {when}."))
+
+    def _put_off(self, ban: Any, local: bool = False) -> None:
+        """Who is in now and is banned goes (``local``: this node's users only)."""
+        for user in list(self.chat.registry):
+            if local and getattr(user.peer, "remote", False):
+                continue
+            host = user.address.rsplit(":", 1)[0].strip("[]")
+            if ban.matches(user.name, host):
+                self.chat.kick(user.name, f"banned{': ' + ban.reason if ban.reason else ''}")
+
+    def banned_elsewhere(self, data: dict[str, Any]) -> None:
+        """A ban made on another node of the cluster: in force here too."""
+        until = data.get("until")
+        ban, _ = self.accounts.ban(
+            str(data["kind"]), str(data["target"]),
+            float(until) if isinstance(until, int | float) else None,
+            str(data.get("reason", "")), str(data.get("by", "")),
+        )
+        self._put_off(ban, local=True)
+
+    def unbanned_elsewhere(self, data: dict[str, Any]) -> None:
+        self.accounts.unban(str(data["kind"]), str(data["target"]))
 
     def unban(self, by: str, target: str) -> defer.Deferred[ev.Error | ev.Info]:
         kind_target = ban_target(target)
@@ -77,6 +100,8 @@ class Admin:
         if kind_target is None or lifted is None:
             return defer.succeed(ev.error("no_such_ban", "unban", target=clean(target)[:64]))
         self._did(by, f"lifted the ban on {kind_target[1]}")
+        if self.chat.cluster is not None:
+            self.chat.cluster.tell("unban", {"kind": kind_target[0], "target": kind_target[1]})
         return lifted.addCallback(lambda _: ev.Info(f"{kind_target[1]} is no longer banned."))
 
     def bans(self) -> ev.BanList:

@@ -44,6 +44,7 @@ CHANNEL = PREFIX + "events"
 USERS = PREFIX + "users"
 NODES = PREFIX + "nodes"
 FILES = PREFIX + "files"
+ROOMS = PREFIX + "rooms"
 #: Who publishes the leaves of a dead node's users.
 REAPER = "-reaper"
 
@@ -163,6 +164,11 @@ class Node:
         self._syncing: defer.Deferred[None] | None = None
         #: Told of every change of state (the console, tests).
         self.watchers: list[Callable[[NodeState], object]] = []
+        #: What other nodes tell this one (``tell``): op -> handler of its data.
+        self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {
+            "room": self.mirror.room_changed, "reply": chat.told,
+        }
+        chat.rooms.changed.append(self._room_changed)
 
     @property
     def ready(self) -> bool:
@@ -283,6 +289,9 @@ class Node:
             top = self.last_id
         flat = snap[1]
         users = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        rooms = yield cmd.execute_command("HVALS", ROOMS)
+        for raw in rooms:
+            self.mirror.room_changed(json.loads(raw))
         history = yield self._histories(cmd)
         missed = self.mirror.resync(users, history, top, self.last_id)
         self.last_id = max(self.last_id, top)
@@ -433,6 +442,20 @@ class Node:
         self._control({"op": "kick", "node": user.peer.node, "name": user.name,
                        "reason": reason})
 
+    def _room_changed(self, room: Any) -> None:
+        """A room's settings changed here: kept in Redis for nodes to come, told to the others."""
+        cmd = self._cmd.protocol
+        if cmd is None or self.state is not NodeState.READY:
+            return  # (a node cut off tells nobody; its next resync does not either: noted)
+        data = self.mirror.room_settings(room)
+        cmd.execute_command("HSET", ROOMS, room.key, json.dumps(data)).addErrback(
+            lambda f: None)
+        self.tell("room", data)
+
+    def tell(self, op: str, data: dict[str, Any]) -> None:
+        """Tell the other nodes of something done here (``handlers[op]`` there)."""
+        self._control({**data, "op": op})
+
     def _control(self, body: dict[str, Any]) -> None:
         cmd = self._cmd.protocol
         if cmd is not None and self.state is NodeState.READY:
@@ -451,7 +474,7 @@ class Node:
             node, seq, body = raw.split(" ", 2)
             data = json.loads(body)
             if seq == "-":
-                self._controlled(data)
+                self._controlled(node, data)
                 return
             event = ev.from_json(data)
         except (ValueError, ev.BadEvent):
@@ -466,18 +489,21 @@ class Node:
                 entry = self._pending.pop(int(seq), None)
                 if entry is not None:
                     self.chat.deliver(event, *entry)
-            elif not self.mirror.apply(event):
+            elif not self.mirror.apply(event, node):
                 self.log.warn("Cluster node {node}: declared dead by the others; rejoining",
                               node=self.id)
                 self._cmd.protocol.transport.loseConnection()
         except Exception:
             self.log.failure("Cluster: delivering {type} failed", type=event.type)
 
-    def _controlled(self, data: dict[str, Any]) -> None:
-        if data.get("op") == "kick" and data.get("node") == self.id:
+    def _controlled(self, node: str, data: dict[str, Any]) -> None:
+        op = data.get("op")
+        if op == "kick" and data.get("node") == self.id:
             user = self.chat.registry.get(str(data.get("name", "")))
             if user is not None and not _remote(user):
                 self.chat.kick(user.name, str(data.get("reason", "")))
+        elif node != self.id and isinstance(op, str) and op in self.handlers:
+            self.handlers[op](data)
 
 
 def _remote(user: Any) -> bool:

@@ -72,7 +72,9 @@ class Mirror:
             if user is None:
                 return []
             gone = event.room if isinstance(event, ev.Part) else None
-            entry = json.dumps(presence(user, self.node, gone))
+            # (a room kick of another node's user is made here, but it is theirs)
+            node = user.peer.node if _remote(user) else self.node
+            entry = json.dumps(presence(user, node, gone))
             return ["HSET", _USERS, event.name.lower(), entry]
         if isinstance(event, ev.Leave):
             return ["HDEL", _USERS, event.name.lower(), ""]
@@ -93,14 +95,14 @@ class Mirror:
 
     # --- another node's events ---
 
-    def apply(self, event: ev.Event) -> bool:
-        """Apply and deliver ``event``; False if it says this node's own user left
-        (this node was declared dead: it must rejoin)."""
+    def apply(self, event: ev.Event, node: str = "?") -> bool:
+        """Apply and deliver ``event`` (from ``node``); False if it says this
+        node's own user left (this node was declared dead: it must rejoin)."""
         chat = self.chat
         if isinstance(event, ev.Message | ev.Action):
             chat.deliver(event, self._room(event.room))
         elif isinstance(event, ev.Join):
-            ghost = self._ghost(event.name, event.account)
+            ghost = self._ghost(event.name, event.account, node=node)
             room = chat.rooms.get(event.room) if event.room else None
             known = room is not None and ghost in room.members
             room = self._admit(ghost, event.room)
@@ -109,9 +111,13 @@ class Mirror:
         elif isinstance(event, ev.Part):
             room = self._room(event.room)
             chat.deliver(event, room)
-            ghost = chat.registry.get(event.name)
-            if ghost is not None and _remote(ghost) and room is not None:
-                chat.rooms.part(ghost, room)
+            user = chat.registry.get(event.name)
+            if user is not None and room is not None and user in room.members:
+                chat.rooms.part(user, room)
+                if not _remote(user):  # kicked out of the room from another node
+                    chat.rooms_changed(user)
+                    chat.reply(user.peer, ev.Current(user.current.name if user.current else None),
+                               user.name)
         elif isinstance(event, ev.Leave):
             ghost = chat.registry.get(event.name)
             if ghost is None:
@@ -192,6 +198,26 @@ class Mirror:
                 room.has_history = True
         return missed
 
+    # --- rooms' settings ---
+
+    @staticmethod
+    def room_settings(room: Room) -> dict[str, Any]:
+        return {"name": room.name, "topic": room.topic, "topic_by": room.topic_by,
+                "locked": room.locked, "private": room.private,
+                "operators": sorted(room.operators), "invites": room.invites}
+
+    def room_changed(self, data: dict[str, Any]) -> None:
+        """Another node changed a room's settings (or this one starts): the same here."""
+        room = self._room(str(data.get("name", "")))
+        if room is None:
+            return
+        room.topic, room.topic_by = str(data.get("topic", "")), str(data.get("topic_by", ""))
+        room.locked, room.private = bool(data.get("locked")), bool(data.get("private"))
+        room.operators = {str(n) for n in data.get("operators", [])}
+        invites = data.get("invites", {})
+        room.invites = {str(k): float(v) for k, v in invites.items()} if isinstance(
+            invites, dict) else {}
+
     # --- the picture ---
 
     def _ghost(
@@ -201,6 +227,8 @@ class Mirror:
         user = chat.registry.get(name)
         if user is None:
             user = chat.ghost(name, GhostPeer(node or "?"), account, operator)
+        elif node is not None and _remote(user):
+            user.peer.node = node
         return user
 
     def _forget(self, ghost: Any) -> None:

@@ -104,7 +104,7 @@ class RoomChat:
             return ev.error("no_such_user", "invite", name=clean(name)[:64])
         problem = self.rooms.invite(user, target.name, room)
         if problem is None:
-            self.chat.reply(target.peer, ev.Invited(room.name, user.name), target.name)
+            self.chat.tell(target, ev.Invited(room.name, user.name))
             self.chat.reply(user.peer, ev.Info(f"Invited {target.name} to {room.name}."))
         return problem
 

@@ -85,11 +85,18 @@ class Rooms:
         ``entered``/``exited`` of every connection that joins or leaves a room."""
         self.settings = settings
         self.clock = clock
-        self._saved = saved
+        self._store = saved
+        #: Also told of every change of a room's settings (a cluster's other nodes).
+        self.changed: list[Callable[[Room], object]] = []
         self._deleted = deleted
         self._entered = entered
         self._exited = exited
         self.rooms: dict[str, Room] = {}
+
+    def _saved(self, room: Room) -> None:
+        self._store(room)
+        for tell in self.changed:
+            tell(room)
 
     def load(self, rooms: Iterable[Room]) -> None:
         """The rooms kept from before a restart (no members yet)."""

@@ -229,6 +229,8 @@ class ChatServer(service.MultiService):
             self.node = Node(self.reactor, self.service, config.cluster,
                              history_max=config.history.max)
             self.service.cluster = self.node
+            admin = self.factory.admin
+            self.node.handlers.update(ban=admin.banned_elsewhere, unban=admin.unbanned_elsewhere)
             self.notes.append(("cluster", f"cluster node {self.node.id}"))
             self.node.start()
         # Expired files and stale partial uploads go now and every sweep_interval.

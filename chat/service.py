@@ -41,6 +41,8 @@ class Cluster(Protocol):
 
     def kick(self, user: Any, reason: str) -> None: ...
 
+    def tell(self, op: str, data: dict[str, Any]) -> None: ...
+
 
 class Peer(Protocol):
     """The service's view of a connection."""
@@ -179,6 +181,22 @@ class ChatService:
         old, peer.mode = peer.mode, mode
         if old != mode:
             self.delivery.mode_changed(peer, old)
+
+    def tell(self, user: User, event: ev.Event) -> None:
+        """A reply to ``user`` wherever they are (on another node: through it)."""
+        if self.cluster is not None and getattr(user.peer, "remote", False):
+            self.cluster.tell("reply", {"name": user.name, "event": event.as_json()})
+        else:
+            self.reply(user.peer, event, user.name)
+
+    def told(self, data: dict[str, Any]) -> None:
+        """A reply another node made for a user of this one."""
+        user = self.registry.get(str(data.get("name", "")))
+        if user is not None and not getattr(user.peer, "remote", False):
+            try:
+                self.reply(user.peer, ev.from_json(data.get("event")), user.name)
+            except ev.BadEvent:
+                self.log.warn("Ignored a bad reply from another node")
 
     def not_published(self, origin: User | None) -> None:
         """What ``origin`` said could not go through the cluster: they are told."""

@@ -84,11 +84,11 @@ class RedisServer:
 
 def node(
     redis: RedisServer, data_dir: Path, node_id: str, *extra: str, timeout: float = 3.0,
-    **options: object,
+    settings: str = "", **options: object,
 ) -> RealServer:
     """A ``chat-server`` that is one node of ``redis``'s cluster, once it is ready."""
     return RealServer(
         data_dir, "--cluster", redis.url, "--node-id", node_id, *extra,
-        settings=f"\n[cluster]\nnode_timeout = {timeout}\n",
+        settings=f"\n[cluster]\nnode_timeout = {timeout}\n{settings}",
         ready=rf"Cluster node {node_id}: ready", **options,  # type: ignore[arg-type]
     )

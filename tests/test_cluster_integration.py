@@ -166,6 +166,68 @@ def test_nick_across_nodes(nodes: list[RealServer]) -> None:
     again.close()
 
 
+def test_rooms_their_rules_and_invitations_span_nodes(nodes: list[RealServer]) -> None:
+    alice = json_client(nodes[0], "alice")
+    bob = json_client(nodes[1], "bob")
+    carol = json_client(nodes[2], "carol")
+    alice.send_line("/join #dev")
+    alice.expect_event("current", room="#dev")
+    alice.send_line("/private on")
+    alice.expect_event("info")
+    alice.send_line("/topic #dev release on friday")
+    alice.expect_event("topic", room="#dev")
+    bob.send_line("/join #dev")
+    assert bob.expect_event("error")["code"] == "invite_only"
+    alice.send_line("/invite bob")
+    assert bob.expect_event("invited")["room"] == "#dev"
+    bob.send_line("/join #dev")
+    people = bob.expect_event("participants", room="#dev")
+    assert set(people["names"]) == {"alice", "bob"} and people["topic"] == "release on friday"
+    alice.expect_event("join", name="bob", room="#dev")
+    bob.send_line("/msg #dev hello dev")
+    assert alice.expect_event("message", room="#dev")["text"] == "hello dev"
+    carol.send_line("/names #dev")
+    assert carol.expect_event("error")["code"] in ("no_such_room", "invite_only")
+    alice.send_line("/kick bob #dev enough")
+    part = bob.expect_event("part", name="bob", room="#dev")
+    assert "enough" in part["reason"]
+    assert bob.expect_event("current")["room"] == "#lobby"
+    bob.send_line("/msg #dev still here?")
+    assert bob.expect_event("error")["code"] == "not_in_room"
+
+
+def test_kicks_and_bans_reach_users_on_other_nodes(redis: RedisServer, tmp_path: Path) -> None:
+    ops = '\n[accounts]\noperators = ["teacher"]\n'
+    servers = [node(redis, tmp_path / f"node{i}", f"k{i}", settings=ops) for i in range(2)]
+    try:
+        teacher = servers[0].client("teacher")
+        teacher.send_line("/register correct horse battery")
+        teacher.expect("is an account now")
+        teacher.send_line("/quit")
+        assert teacher.closed()
+        teacher = LineClient(servers[0].port)
+        teacher.send_line("/login teacher correct horse battery")
+        teacher.expect(r"^Welcome to the chat")
+        eve = text_client(servers[1], "eve")
+        watcher = json_client(servers[1], "watcher")
+        teacher.send_line("/kick eve being rude")
+        eve.expect("kicked")
+        assert eve.closed()
+        assert watcher.expect_event("leave", name="eve")["reason"].startswith("kicked")
+        mallory = text_client(servers[1], "mallory")
+        teacher.send_line("/ban mallory 1h spam")
+        teacher.expect(r"^-- Banned mallory until ")
+        mallory.expect("banned: spam")
+        assert mallory.closed()
+        again = LineClient(servers[1].port)
+        again.send_line("mallory")
+        again.expect(r"^!! You are banned until .*: spam$")
+        assert again.closed()
+    finally:
+        for server in servers:
+            kill_quietly(server)
+
+
 def test_history_survives_every_node_restarting(redis: RedisServer, tmp_path: Path) -> None:
     first = [node(redis, tmp_path / f"node{i}", f"n{i}") for i in range(2)]
     alice = json_client(first[0], "alice")
