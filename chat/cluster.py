@@ -292,6 +292,9 @@ class Node:
         rooms = yield cmd.execute_command("HVALS", ROOMS)
         for raw in rooms:
             self.mirror.room_changed(json.loads(raw))
+        files = yield cmd.execute_command("HVALS", FILES)
+        for raw in files:
+            self.mirror.file_recorded(json.loads(raw))
         history = yield self._histories(cmd)
         missed = self.mirror.resync(users, history, top, self.last_id)
         self.last_id = max(self.last_id, top)
@@ -341,7 +344,7 @@ class Node:
         for key, entry in users.items():
             if entry.get("node") == self.id and key not in local:
                 event = self.chat.chat_event(ev.Leave, entry.get("name", key), "connection lost")
-                self.publish(event, frozenset(), None)
+                self._publish(cmd, event, frozenset(), None)
         for key, user in local.items():
             entry = users.get(key)
             if entry is not None and entry.get("node") == self.id:
@@ -352,8 +355,8 @@ class Node:
                 self.chat.kick(user.name, "the name was taken while this server was cut off")
                 continue
             for room in user.rooms:
-                self.publish(self.chat.chat_event(ev.Join, user.name, room.name, True,
-                                                  user.account), frozenset(), None)
+                self._publish(cmd, self.chat.chat_event(ev.Join, user.name, room.name, True,
+                                                        user.account), frozenset(), None)
 
     @defer.inlineCallbacks
     def _alive(self, cmd: Any) -> Any:
@@ -389,8 +392,12 @@ class Node:
         """Send ``event`` to every node; this one delivers it to ``to`` when it
         comes back. False (not sent) while Redis is out of reach."""
         cmd = self._cmd.protocol
+        # While resynchronising only the node itself publishes (what it holds).
         if self.state is not NodeState.READY or cmd is None:
             return False
+        return self._publish(cmd, event, to, origin)
+
+    def _publish(self, cmd: Any, event: ev.Event, to: Any, origin: Any) -> bool:
         seq = next(self._seq)
         self._pending[seq] = (to, origin)
         body = event.as_json()
@@ -484,6 +491,7 @@ class Node:
         if event_id <= after:
             return  # already in the snapshot this node synchronised from
         self.last_id = max(self.last_id, event_id)
+        self.chat.store.saw_id(event_id)
         try:
             if node == self.id:
                 entry = self._pending.pop(int(seq), None)

@@ -199,7 +199,11 @@ class Notice(Event):
 
 @dataclass(frozen=True, slots=True)
 class FileShared(Event):
+    """A file shared in a room; kept in its history, where it is later marked
+    ``removed`` (``/rm``) or ``expired`` (retention) once its bytes are gone."""
+
     type: ClassVar[str] = "file"
+    historic: ClassVar[bool] = True
     id: int
     ts: float
     sender: str
@@ -210,6 +214,8 @@ class FileShared(Event):
     sha256: str
     url: str | None
     room: str | None = None
+    removed: bool = False
+    expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +291,7 @@ class Participants(Event):
 @dataclass(frozen=True, slots=True)
 class History(Event):
     type: ClassVar[str] = "history"
-    messages: tuple[Message | Action, ...]
+    messages: tuple[Message | Action | FileShared, ...]
     requested: int
     #: Set when the reply is to ``/history after ID``: the messages after that id.
     after: int | None = None

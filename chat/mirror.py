@@ -85,13 +85,16 @@ class Mirror:
                 out += ["HSET", _USERS, event.new.lower(), json.dumps(presence(user, self.node))]
             return out
         if isinstance(event, ev.FileShared):
-            info = {"file_id": event.file_id, "name": event.name, "size": event.size,
-                    "crc32": event.crc32, "sha256": event.sha256, "uploader": event.sender,
-                    "ts": event.ts, "room": event.room}
-            return ["HSET", _FILES, event.file_id, json.dumps(info)]
+            return ["HSET", _FILES, event.file_id, json.dumps(self._file_record(event))]
         if isinstance(event, ev.Removed):
             return ["HDEL", _FILES, event.file_id, ""]
         return []
+
+    @staticmethod
+    def _file_record(event: ev.FileShared) -> dict[str, Any]:
+        return {"file_id": event.file_id, "name": event.name, "size": event.size,
+                "crc32": event.crc32, "sha256": event.sha256, "uploader": event.sender,
+                "ts": event.ts, "room": event.room}
 
     # --- another node's events ---
 
@@ -100,6 +103,9 @@ class Mirror:
         node's own user left (this node was declared dead: it must rejoin)."""
         chat = self.chat
         if isinstance(event, ev.Message | ev.Action):
+            sender = chat.registry.get(event.sender)
+            if sender is not None and _remote(sender):
+                sender.last_active = event.ts  # for /who's idle times
             chat.deliver(event, self._room(event.room))
         elif isinstance(event, ev.Join):
             ghost = self._ghost(event.name, event.account, node=node)
@@ -139,13 +145,11 @@ class Mirror:
                 room.topic, room.topic_by = event.topic, event.by
             chat.deliver(event, room)
         elif isinstance(event, ev.FileShared):
-            chat.store.mirror_file(ev.FileInfo(
-                event.file_id, event.name, event.size, event.crc32, event.sha256,
-                event.sender, event.ts, None, event.room,
-            ))
+            self.file_recorded(self._file_record(event))
             chat.deliver(event, self._room(event.room) if event.room else None)
         elif isinstance(event, ev.Removed):
             chat.store.mark_removed(event.file_id, event.by)
+            chat.store.file_gone(event.file_id, "removed")
             chat.deliver(event, self._room(event.room) if event.room else None)
         elif isinstance(event, ev.Private):
             target = chat.registry.get(event.recipient)
@@ -197,6 +201,14 @@ class Mirror:
             if room is not None and kept:
                 room.has_history = True
         return missed
+
+    def file_recorded(self, data: dict[str, Any]) -> None:
+        """A file shared on another node (its record in Redis): known here too."""
+        self.chat.store.mirror_file(ev.FileInfo(
+            str(data["file_id"]), str(data["name"]), int(data["size"]), str(data["crc32"]),
+            str(data["sha256"]), str(data["uploader"]), float(data["ts"]), None,
+            data.get("room"),
+        ))
 
     # --- rooms' settings ---
 

@@ -23,7 +23,7 @@ from twisted.python.threadpool import ThreadPool
 
 from chat import tls
 from chat.accounts import Accounts, Hasher, synchronous
-from chat.cluster import Node
+from chat.cluster import Node, NodeState
 from chat.config import Config, ConfigError
 from chat.files import FileService
 from chat.http import site
@@ -231,7 +231,15 @@ class ChatServer(service.MultiService):
             self.service.cluster = self.node
             admin = self.factory.admin
             self.node.handlers.update(ban=admin.banned_elsewhere, unban=admin.unbanned_elsewhere)
-            self.notes.append(("cluster", f"cluster node {self.node.id}"))
+            at = len(self.notes)
+            self.notes.append(("cluster", f"cluster node {self.node.id}: starting"))
+
+            def shown(state: NodeState, node_id: str = self.node.id) -> None:
+                # The console's header shows it; a node cut off from Redis stands out.
+                kind = "warning" if state is NodeState.DOWN else "cluster"
+                self.notes[at] = (kind, f"cluster node {node_id}: {state.value}")
+
+            self.node.watchers.append(shown)
             self.node.start()
         # Expired files and stale partial uploads go now and every sweep_interval.
         self._sweeper = task.LoopingCall(self._sweep)

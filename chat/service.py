@@ -163,7 +163,7 @@ class ChatService:
         list of ``(peer, viewer)`` for a private event)."""
         if remember and event.historic:
             self.store.remember(event)
-            if isinstance(to, Room):
+            if isinstance(to, Room) and isinstance(event, ev.Message | ev.Action):
                 self.rooms.said(to)
         if isinstance(to, list):
             self.delivery.private(event, to)

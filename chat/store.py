@@ -16,9 +16,11 @@ before it (those not yet checkpointed), never the database's integrity.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +91,27 @@ _KINDS: dict[str, type[ev.Message] | type[ev.Action]] = {
 }
 
 
+def _row(e: ev.Event) -> tuple[Any, ...]:
+    """A historic event as a ``history`` row (a file notice: its details as JSON)."""
+    if isinstance(e, ev.FileShared):
+        text = json.dumps({"file_id": e.file_id, "name": e.name, "size": e.size,
+                           "crc32": e.crc32, "sha256": e.sha256, "url": e.url})
+        return (e.id, e.ts, e.type, e.sender, text, e.room or "")
+    return (e.id, e.ts, e.type, e.sender, e.text, e.room or "")  # type: ignore[attr-defined]
+
+
+def _event(
+    id_: int, ts: float, kind: str, sender: str, text: str, room: str, gone: str | None
+) -> ev.Event:
+    """A ``history`` row as the event it was (``gone``: its file's fate, if any)."""
+    if kind == ev.FileShared.type:
+        d = json.loads(text)
+        return ev.FileShared(id_, ts, sender, d["file_id"], d["name"], d["size"], d["crc32"],
+                             d["sha256"], d.get("url"), room, gone == "removed",
+                             gone == "expired")
+    return _KINDS[kind](id_, ts, sender, text, room)
+
+
 def synchronous(fn: Callable[[], T]) -> defer.Deferred[T]:
     """The executor for tests: run now, on the calling thread."""
     return defer.maybeDeferred(fn)
@@ -156,13 +179,17 @@ class Store:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
                 db.execute(f"UPDATE {table} SET {column} = {fill}", {"default": default_room})
         rows = db.execute(
-            "SELECT id, ts, kind, sender, text, room FROM (SELECT *, ROW_NUMBER() OVER "
-            "(PARTITION BY lower(room) ORDER BY id DESC) AS n FROM history) "
-            "WHERE n <= ? ORDER BY id",
+            "SELECT h.id, h.ts, h.kind, h.sender, h.text, h.room, "
+            "CASE WHEN f.removed != '' THEN 'removed' WHEN f.expired != '' THEN 'expired' END "
+            "FROM (SELECT *, ROW_NUMBER() OVER "
+            "(PARTITION BY lower(room) ORDER BY id DESC) AS n FROM history) AS h "
+            "LEFT JOIN files AS f ON f.id = "
+            "CASE WHEN h.kind = 'file' THEN json_extract(h.text, '$.file_id') END "
+            "WHERE h.n <= ? ORDER BY h.id",
             (self._keep,),
         ).fetchall()
-        for id_, ts, kind, sender, text, room in rows:
-            self.remember(_KINDS[kind](id_, ts, sender, text, room))
+        for row in rows:
+            self.remember(_event(*row))
         (max_history,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM history").fetchone()
         row = db.execute("SELECT value FROM meta WHERE key = 'last_id'").fetchone()
         self._last_id = max(max_history, int(row[0]) if row else 0)
@@ -199,6 +226,11 @@ class Store:
         self._last_id += 1
         return self._last_id
 
+    def saw_id(self, event_id: int) -> None:
+        """An id handed out elsewhere (a cluster's Redis): ours continue above it."""
+        if event_id > self._last_id:
+            self._last_id = event_id
+
     def last_id(self) -> int:
         """The highest event id handed out so far (after a restart: recorded as reserved)."""
         return self._last_id
@@ -218,6 +250,15 @@ class Store:
             return []
         return list(kept)[-n:]
 
+    def file_gone(self, file_id: str, why: str) -> None:
+        """A shared file was removed (``why="removed"``) or expired: its notices
+        in the history kept in memory say so (those on disk are joined with
+        the file's record when loaded)."""
+        for kept in self._recent.values():
+            for i, e in enumerate(kept):
+                if isinstance(e, ev.FileShared) and e.file_id == file_id:
+                    kept[i] = replace(e, **{why: True})
+
     def replace_recent(self, room: str, events: list[ev.Event]) -> None:
         """``room``'s history as another source has it (a cluster's stream)."""
         self._recent[room.lower()] = deque(events, maxlen=self._keep)
@@ -228,8 +269,7 @@ class Store:
     def commit(self, events: Iterable[ev.Event], reserved: int | None) -> defer.Deferred[None]:
         """Write ``events``, and (if given) that no id up to ``reserved`` may be
         handed out again, in one transaction."""
-        rows = [(e.id, e.ts, e.type, e.sender, e.text, e.room or "")  # type: ignore[attr-defined]
-                for e in events]
+        rows = [_row(e) for e in events]
 
         def write() -> None:
             assert self._db is not None

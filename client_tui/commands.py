@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING
 from chat import wire
 from chat.units import plural
 from chat.wire import COMMANDS, ESCAPE_HELP, State, split_command
+from client_tui.download import Download
 from client_tui.masking import is_secret
 from client_tui.paste import PASTE_NAME, Paste, paste_lines
 from client_tui.settings import SettingsError
-from client_tui.transfer import Download, PasteUpload, Upload
+from client_tui.transfer import PasteUpload, Upload
 
 if TYPE_CHECKING:
     from client_tui.session import ChatSession
@@ -221,7 +222,8 @@ class CommandLine:
         session.roomflow.ensure()  # the room shown's history
         session.history.ask(args)
 
-    @local("/send PATH [PATH...]", "upload files, one after another, on a transfer connection")
+    @local("/send PATH [PATH...]",
+           "upload files, one after another (going on from what the server holds of one)")
     def send(self, args: str) -> None:
         session = self.session
         paths = self._words("send", args)
@@ -237,7 +239,8 @@ class CommandLine:
             session.transfers.add(Upload(Path(p).expanduser(), session.reactor, self._room()))
 
     @local("/get [-f] ID [DEST]",
-           "download a shared file into DEST or the download directory; -f overwrites")
+           "download a shared file into DEST or the download directory (going on from "
+           "its .part); -f overwrites")
     def get(self, args: str) -> None:
         session = self.session
         words = self._words("get", args)

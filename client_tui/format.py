@@ -110,14 +110,16 @@ def progress_bar(done: int, total: int, width: int = 12) -> str:
     return "[" + "#" * full + "-" * (width - full) + "]"
 
 
-def progress_text(done: int, total: int, elapsed: float, width: int = 12) -> str:
+def progress_text(done: int, total: int, elapsed: float, width: int = 12, start: int = 0) -> str:
     """``[######------]  50% 1.0/2.0 MiB 512.0 KiB/s 0:02 left``.
 
     The rate is the average since the start: steadier on screen than an
-    instantaneous one, and good enough for LAN transfers.
+    instantaneous one, and good enough for LAN transfers. A resumed transfer
+    begins at ``start`` bytes (the bar starts there), which moved no time ago,
+    so they are left out of the rate.
     """
     pct = 100 if total <= 0 else min(100, int(done * 100 / total))
-    rate = done / elapsed if elapsed > 0 else 0.0
+    rate = (done - start) / elapsed if elapsed > 0 else 0.0
     if done >= total:
         left = "done"
     elif rate > 0:

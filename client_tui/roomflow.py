@@ -36,7 +36,7 @@ from chat import events as ev
 from client_tui.format import Line
 from client_tui.outbox import Outgoing
 from client_tui.rooms import Room, same
-from client_tui.transfer import TransferFailed
+from client_tui.transfer import Interrupted, TransferFailed
 
 if TYPE_CHECKING:
     from client_tui.session import ChatSession
@@ -138,7 +138,7 @@ class RoomFlow:
         self.queued, self._last = 0, None
         waiting, self._waiting = self._waiting, []
         for _, d in waiting:
-            d.errback(TransferFailed("the chat connection was lost"))
+            d.errback(Interrupted("the chat connection was lost"))
 
     def when_current(self, name: str | None) -> defer.Deferred[None]:
         """Fires once the server's current room is ``name``, asking for it if need be.

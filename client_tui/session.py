@@ -34,6 +34,7 @@ from client_tui.chatlog import ChatLog
 from client_tui.commands import CommandLine
 from client_tui.connection import Backoff, ChatConnection
 from client_tui.history import HistoryFlow
+from client_tui.jobs import TransferQueue
 from client_tui.login import Login
 from client_tui.outbox import Outbox
 from client_tui.pane import Pane
@@ -43,7 +44,6 @@ from client_tui.roomflow import RoomFlow
 from client_tui.rooms import Rooms
 from client_tui.settings import Settings
 from client_tui.status import status_text, title
-from client_tui.transfer import TransferQueue
 
 #: How long a clean /quit may wait for the server's goodbye before closing.
 QUIT_DEADLINE = 3.0
@@ -149,7 +149,7 @@ class ChatSession:
         #: fires once the client has left (after /quit, Ctrl-C or Ctrl-D)
         self.done: defer.Deferred[None] = defer.Deferred()
         self.transfers = TransferQueue(
-            endpoint, lambda: self.session_key, self._transfer_report, self.changed
+            endpoint, lambda: self.session_key, self._transfer_report, self.changed, reactor
         )
         self.transfers.gate = self.roomflow.when_current
 
@@ -232,7 +232,7 @@ class ChatSession:
         self.history.lost()
         self.roomflow.lost()
         self.login.lost()
-        self.transfers.abort_all("the chat connection was lost")
+        self.transfers.interrupt_all("the chat connection was lost")
         if self.state in ("quitting", "closed"):
             self._finish()
             return
@@ -278,6 +278,7 @@ class ChatSession:
         self.outbox.open(self.proto.send_line)  # (after the catch-up was queued first)
         self.history.start()
         self.was_online = True
+        self.transfers.resume()  # what the outage interrupted goes on
 
     # --- what goes out ---
 

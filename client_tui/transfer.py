@@ -1,23 +1,25 @@
-"""File transfers, each on its own ``/attach`` connection, one after another.
+"""File transfers, each on its own ``/attach`` connection: the jobs.
 
-A transfer never touches the chat connection: ``TransferQueue`` opens a fresh
-connection per job, attaches it with the session key, runs the job, and sends
-``/quit``. ``/cancel`` just aborts that connection; the server discards a
-partial upload, and a partial download's temporary file is removed here.
-Uploads read the file twice in 64 KiB steps — once cooperatively for the
-CRC-32 the ``/send`` header carries, once through a pull producer that the
-transport asks for the next chunk only when it has room — so a large file
-never stalls the screen. Downloads are written chunk by chunk to a temporary
-name beside the destination and linked into place only after the size and
-CRC-32 check out; an existing file is replaced only when the user said so.
-Each job reads the connection's typed events (``chat.events``); one it
-cannot read fails the job, since raw bytes may follow a header it missed.
-A paste sent as a file (``PasteUpload``) goes the same way, from memory.
-An upload is shared into its owner's current room as the server reads its
-header, so the header waits (``TransferQueue.gate``) until the chat
-connection has made the room shown at ``/send`` the current one.
-Until bytes move, a job's status says it is starting: a download's size is
-not known before the server's header.
+A transfer never touches the chat connection: the queue (``jobs``) opens a
+fresh connection per job, attaches it with the session key, runs the job,
+and sends ``/quit``. An attempt that the network cuts short is *interrupted*,
+not failed: the queue runs ``again()`` (a fresh job that continues it) once
+it can, so a transfer resumes by itself after an outage. Uploads read the
+file twice in 64 KiB steps — once cooperatively for the CRC-32 the ``/send``
+header always carries (which is what lets the server keep an interrupted
+upload), once through a pull producer that the transport asks for the next
+chunk only when it has room — so a large file never stalls the screen.
+Before sending, an upload asks ``/resume`` how much of it the server holds
+and sends only the rest (``/send NAME SIZE CRC32 OFFSET``); a ``bad_offset``
+names the right offset, and the next attempt uses it. Downloads live in
+``download``. Each job reads the connection's typed events
+(``chat.events``); one it cannot read fails the job, since raw bytes may
+follow a header it missed. A paste sent as a file (``PasteUpload``) goes
+the same way, from memory. An upload is shared into its owner's current
+room as the server reads its header, so the header waits (``Job.gate``)
+until the chat connection has made the room shown at ``/send`` the current
+one. Until bytes move, a job's status says it is starting: a download's
+size is not known before the server's header.
 """
 
 from __future__ import annotations
@@ -25,18 +27,15 @@ from __future__ import annotations
 import io
 import os
 import stat
-import tempfile
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IPullProducer, IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IPullProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -50,6 +49,10 @@ CHUNK = 64 * 1024
 
 class TransferFailed(Exception):
     """A transfer ended without success; the message is for the user."""
+
+
+class Interrupted(TransferFailed):
+    """A transfer cut short by the connection: it can go on once the client is back."""
 
 
 def safe_file_name(name: str, fallback: str) -> str:
@@ -69,11 +72,15 @@ class TransferProtocol(JsonLines):
 
     def ready(self) -> None:
         super().ready()
+        if self.job.finished:  # cancelled or interrupted while connecting
+            self.transport.abortConnection()
+            return
         self.send_line(f"/attach {self.session_key}")
         self.job.connected(self)
 
     def event_received(self, event: ev.Event) -> None:
-        self.job.event(event)
+        if not self.job.finished:  # (file bytes read as lines after a job ended are not events)
+            self.job.event(event)
 
     def bad_event(self, problem: str) -> None:
         self.job.fail(f"the server sent an event this client cannot read ({problem})")
@@ -103,6 +110,16 @@ class Job:
         self.moving = False
         #: fires once the server's current room is the one given (set by the queue)
         self.gate: Callable[[str | None], defer.Deferred[None]] = lambda room: defer.succeed(None)
+        #: a line for the user while the job runs (set by the queue)
+        self.notify: Callable[[str], None] = lambda text: None
+        #: where this attempt began: what the server (upload) or the ``.part`` (download) held
+        self.base = 0
+        #: ended by the network, not by a verdict: ``again()`` may continue it
+        self.interrupted = False
+        #: the next attempt needs no back-off (this one learned where to go on from)
+        self.again_now = False
+        #: earlier attempts in a row that moved no byte (kept by the queue)
+        self.attempt = 0
 
     # --- life cycle, driven by TransferQueue and TransferProtocol ---
 
@@ -122,7 +139,7 @@ class Job:
             case ev.Error(code=code, text=text):
                 self.fail(text or code)
             case ev.Bye() if not self.finished:
-                self.fail("the server closed the transfer connection")
+                self.interrupt("the server closed the transfer connection")
             case ev.Ping(token=token) if self.proto is not None:
                 self.proto.send_line(f"/pong {token}")
 
@@ -134,8 +151,35 @@ class Job:
 
     def lost(self, reason: Failure | None) -> None:
         self.proto = None
+        if self.finished:
+            return
+        if self.cancelled:
+            self.fail("cancelled")
+        else:
+            self.interrupt("connection lost")
+
+    def gate_failed(self, failure: Failure) -> None:
+        """The room could not be made current: a lost chat connection only delays the job."""
         if not self.finished:
-            self.fail("cancelled" if self.cancelled else "connection lost")
+            if failure.check(Interrupted):
+                self.interrupt(failure.getErrorMessage())
+            else:
+                self.fail(failure.getErrorMessage())
+
+    def interrupt(self, why: str, now: bool = False) -> None:
+        """End this attempt so that ``again()`` continues it (``now``: without a back-off)."""
+        if self.finished:
+            return
+        self.interrupted, self.again_now = True, now
+        self._end(why, "")
+
+    def again(self) -> Job | None:
+        """A fresh job that continues this one after an interruption (None: none can)."""
+        return None
+
+    def moved(self) -> bool:
+        """Whether this attempt moved bytes (an attempt that did is no failure to count)."""
+        return self.moving and self.done > self.base
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -172,7 +216,8 @@ class Job:
         if not self.moving:
             return f"{self.verb} {self.label} starting\u2026"
         elapsed = time.monotonic() - self.started if self.started else 0.0
-        return f"{self.verb} {self.label} {progress_text(self.done, self.total, elapsed)}"
+        progress = progress_text(self.done, self.total, elapsed, start=self.base)
+        return f"{self.verb} {self.label} {progress}"
 
 
 @implementer(IPullProducer)
@@ -189,19 +234,45 @@ class FileProducer:
         self.job.close_file()
 
 
+#: How often an upload that was cut short asks ``/resume`` again when the answer is 0.
+ASK_AGAIN = 3
+
+
 class Upload(Job):
+    """One file up: its CRC-32, what the server holds of it, then the rest."""
+
     verb = "send"
 
-    def __init__(self, path: Path, reactor: Any, room: str | None = None) -> None:
+    def __init__(
+        self, path: Path, reactor: Any, room: str | None = None, offset: int | None = None,
+        expect_held: bool = False,
+    ) -> None:
         super().__init__(screen_text(path.name))
         self.path = path
         self.reactor = reactor
         #: the room to share it into (the one shown at ``/send``)
         self.room = room
+        #: where to go on from, known already (a ``bad_offset`` named it): no ``/resume``
+        self.offset = offset
+        #: an earlier attempt sent bytes: a ``resume`` of 0 may only mean that the server
+        #: is still winding that attempt up, so ask again a few times before starting over
+        self.expect_held = expect_held
+        self.asked = 0
+        self.ask_call: Any = None
         self.file: Any = None
         self.crc = 0
         self.hashing: task.CooperativeTask | None = None
         self.sending = False
+
+    def again(self) -> Upload:
+        job = self.fresh()
+        job.offset = self.offset if self.again_now else None  # a bad_offset's, only
+        job.expect_held = self.expect_held or self.moved() or self.base > 0
+        return job
+
+    def fresh(self) -> Upload:
+        """The same upload, not started (the file is read and checked again)."""
+        return Upload(self.path, self.reactor, self.room)
 
     def open(self) -> tuple[IO[bytes], int]:
         """The bytes to send and how many there are (``OSError`` if they cannot be read)."""
@@ -234,16 +305,51 @@ class Upload(Job):
         self.hashing = None
 
     def attached(self) -> None:
-        d = self.gate(self.room)
-        d.addCallbacks(lambda _: self._header(),
-                       lambda f: self.fail(f.getErrorMessage()) if not self.finished else None)
+        self.gate(self.room).addCallbacks(lambda _: self._header(), self.gate_failed)
+
+    @property
+    def wire_name(self) -> str:
+        return quote(self.path.name, safe="")
 
     def _header(self) -> None:
+        if self.offset is not None:
+            self._send_from(self.offset)
+        else:
+            self._ask()
+
+    def _ask(self) -> None:
+        """``/resume``: how much of this file (name, size and CRC-32) the server holds."""
+        self.ask_call = None
         if self.proto is None or self.finished:
             return
-        name = quote(self.path.name, safe="")
-        self.proto.send_line(f"/send {name} {self.total} {self.crc:08x}")
+        self.asked += 1
+        self.proto.send_line(f"/resume {self.wire_name} {self.total} {self.crc:08x}")
+
+    def _resume(self, event: ev.Resume) -> None:
+        if (event.name, event.size, event.crc32.lower()) != (
+            self.wire_name, self.total, f"{self.crc:08x}"
+        ) or self.sending or self.ask_call is not None:
+            return  # not the answer to our question
+        offset = event.offset if 0 <= event.offset <= self.total else 0
+        if offset == 0 and self.expect_held and self.asked <= ASK_AGAIN:
+            self.ask_call = self.reactor.callLater(0.25 * 2 ** (self.asked - 1), self._ask)
+            return
+        self._send_from(offset)
+
+    def _send_from(self, offset: int) -> None:
+        """The header, then the bytes from ``offset`` on (0: the whole file)."""
+        if self.proto is None or self.finished or self.file is None:
+            return
+        self.file.seek(offset)
+        self.done = self.base = offset
+        tail = f" {offset}" if offset else ""
+        self.proto.send_line(f"/send {self.wire_name} {self.total} {self.crc:08x}{tail}")
+        self.started = time.monotonic()
         self.sending = self.moving = True
+        if offset:
+            pct = int(offset * 100 / self.total) if self.total else 100
+            self.notify(f"Resuming {self.label} at {pct}%: the server holds "
+                        f"{human_size(offset)} of {human_size(self.total)}.")
         self.proto.transport.registerProducer(FileProducer(self), False)
 
     def send_chunk(self) -> None:
@@ -263,10 +369,31 @@ class Upload(Job):
             self.sending = False
 
     def event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.Uploaded):
-            self.succeed(f"Sent {self.label} ({human_size(self.total)}), id {event.file.file_id}")
-        else:
-            super().event(event)
+        match event:
+            case ev.Uploaded():
+                resumed = f", resumed at {human_size(self.base)}" if self.base else ""
+                self.succeed(f"Sent {self.label} ({human_size(self.total)}{resumed}), "
+                             f"id {event.file.file_id}")
+            case ev.Resume():
+                self._resume(event)
+            case ev.Error(code="bad_offset", params={"offset": int(held)}) if (
+                0 <= held <= self.total
+            ):
+                # The server read the header and discards the bytes behind it: rather than
+                # send them for nothing, go on from ``held`` on a fresh connection.
+                self.offset = held
+                self.interrupt(f"the server holds {human_size(held)}, not "
+                               f"{human_size(self.base)}", now=True)
+            case ev.Error(code="refused", params={"reason": "in_progress"}):
+                # The server is still winding up the attempt that was cut short.
+                self.interrupt("the server is still receiving the last attempt")
+            case _:
+                super().event(event)
+
+    def fail(self, message: str) -> None:
+        if self.cancelled and (self.moved() or self.base) and not self.finished:
+            message += " (the server keeps what it got for a while: /send it again to go on)"
+        super().fail(message)
 
     def close_file(self) -> None:
         if self.file is not None:
@@ -278,6 +405,9 @@ class Upload(Job):
         if hashing is not None:
             # stop() fires whenDone's errback at once; the job is already finished.
             hashing.stop()
+        if self.ask_call is not None and self.ask_call.active():
+            self.ask_call.cancel()
+        self.ask_call = None
         if self.proto is not None and self.sending:
             self.proto.transport.unregisterProducer()
         self.close_file()
@@ -295,195 +425,8 @@ class PasteUpload(Upload):
         super().__init__(Path(name), reactor, room)
         self.data = data
 
+    def fresh(self) -> Upload:
+        return PasteUpload(self.data, self.path.name, self.reactor, self.room)
+
     def open(self) -> tuple[IO[bytes], int]:
         return io.BytesIO(self.data), len(self.data)
-
-
-class Download(Job):
-    verb = "get"
-
-    def __init__(self, file_id: str, dest: Path, force: bool = False) -> None:
-        super().__init__(screen_text(file_id[:12]))
-        self.file_id = file_id
-        self.dest = dest
-        self.force = force
-        self.final: Path | None = None
-        self.tmp: Path | None = None
-        self.fd: int | None = None
-        self.crc = 0
-        self.expect_crc = ""
-
-    def attached(self) -> None:
-        assert self.proto is not None
-        self.proto.send_line(f"/get {self.file_id}")
-
-    def event(self, event: ev.Event) -> None:
-        if isinstance(event, ev.Download):
-            self._begin(event)
-        else:
-            super().event(event)
-
-    def _begin(self, event: ev.Download) -> None:
-        assert self.proto is not None
-        info = event.file
-        name = safe_file_name(info.name, self.file_id)
-        self.label = name
-        if event.offset != 0 or event.length != info.size or info.size < 0:
-            self.fail("the server sent an unexpected download header")
-            return
-        self.total = info.size
-        self.expect_crc = info.crc32.lower()
-        final = self.dest / name if self.dest.is_dir() else self.dest
-        if final.exists() and not self.force:
-            self.fail(f"{final} already exists; /get -f {self.file_id} to overwrite")
-            return
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name[:200]}.", suffix=".part",
-                                       dir=final.parent)
-        except OSError as e:
-            self.fail(f"cannot write to {final.parent}: {e.strerror}")
-            return
-        self.fd, self.tmp, self.final = fd, Path(tmp), final
-        self.started = time.monotonic()
-        self.moving = True
-        self.proto.setRawMode()
-        if self.total == 0:
-            self._complete(b"")
-
-    def raw(self, data: bytes) -> None:
-        if self.fd is None:
-            return
-        need = self.total - self.done
-        chunk, rest = data[:need], data[need:]
-        try:
-            # A local disk write of one network chunk: short enough for the loop.
-            os.write(self.fd, chunk)
-        except OSError as e:
-            self.fail(f"cannot write {self.tmp}: {e.strerror}")
-            return
-        self.crc = zlib.crc32(chunk, self.crc)
-        self.done += len(chunk)
-        if self.done >= self.total:
-            self._complete(rest)
-
-    def _complete(self, rest: bytes) -> None:
-        assert self.fd is not None and self.tmp is not None and self.final is not None
-        if self.proto is not None:
-            self.proto.setLineMode(rest)
-        os.close(self.fd)
-        self.fd = None
-        got = f"{self.crc:08x}"
-        if self.expect_crc and got != self.expect_crc:
-            self.fail(f"CRC-32 mismatch for {self.label}: got {got}, expected {self.expect_crc}")
-            return
-        try:
-            if self.force:
-                os.replace(self.tmp, self.final)
-            else:
-                # link() refuses to replace a file that appeared meanwhile.
-                os.link(self.tmp, self.final)
-                os.unlink(self.tmp)
-        except FileExistsError:
-            self.fail(f"{self.final} already exists; /get -f {self.file_id} to overwrite")
-            return
-        except OSError as e:
-            self.fail(f"cannot save {self.final}: {e.strerror}")
-            return
-        self.tmp = None
-        self.succeed(f"Saved {self.label} ({human_size(self.total)}) to {self.final}")
-
-    def cleanup(self, failed: bool) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.tmp is not None:
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
-            self.tmp = None
-
-
-class TransferQueue:
-    """Runs jobs one at a time; each gets its own attach connection."""
-
-    def __init__(
-        self,
-        endpoint: Callable[[], IStreamClientEndpoint],
-        session_key: Callable[[], str | None],
-        report: Callable[[str | None, str], None],
-        changed: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.session_key = session_key
-        self.report = report
-        self.changed = changed
-        self.current: Job | None = None
-        self.pending: deque[Job] = deque()
-        #: given each job: waits for the server's current room to be the one given
-        self.gate: Callable[[str | None], defer.Deferred[None]] = lambda room: defer.succeed(None)
-
-    def add(self, job: Job) -> None:
-        self.pending.append(job)
-        self._next()
-
-    def _next(self) -> None:
-        if self.current is not None or not self.pending:
-            self.changed()
-            return
-        job = self.current = self.pending.popleft()
-        job.on_end = self._ended
-        job.gate = self.gate
-        key = self.session_key()
-        if key is None:
-            job.fail("not connected")
-            return
-        try:
-            prepared = job.prepare()
-        except (OSError, TransferFailed) as e:
-            msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
-            job.fail(msg)
-            return
-        d = defer.succeed(None) if prepared is None else prepared
-        d.addCallback(lambda _: self._connect(job, key))
-        d.addErrback(lambda f: job.fail(f.getErrorMessage()) if not job.finished else None)
-        self.changed()
-
-    def _connect(self, job: Job, key: str) -> Any:
-        if job.finished:
-            return None
-        factory = Factory.forProtocol(lambda: TransferProtocol(job, key))
-        d = self.endpoint().connect(factory)
-        d.addErrback(lambda f: job.fail(f"cannot connect: {f.getErrorMessage()}"))
-        return d
-
-    def _ended(self, job: Job, error: str | None, message: str) -> None:
-        if error is not None:
-            self.report(error, f"{job.verb} {job.label} failed: {error}")
-        else:
-            self.report(None, message)
-        if job is self.current:
-            self.current = None
-        self._next()
-
-    def cancel(self) -> bool:
-        """Abort the running job; the queue moves on. False if nothing ran."""
-        if self.current is None:
-            return False
-        self.current.cancel()
-        return True
-
-    def abort_all(self, reason: str) -> None:
-        pending, self.pending = list(self.pending), deque()
-        for job in pending:
-            job.on_end = lambda *a: None
-            job.finished = True
-        if self.current is not None:
-            self.current.cancelled = True
-            self.current.fail(reason)
-
-    def status(self) -> str | None:
-        if self.current is None:
-            return None
-        more = f" (+{len(self.pending)} queued)" if self.pending else ""
-        return self.current.status() + more

@@ -355,6 +355,9 @@ def test_workers_share_one_port(redis: RedisServer, tmp_path: Path) -> None:
             c.send_line(f"u{i}")
             c.expect(r'"type":"welcome"')
             clients.append(c)
+        joined: set[str] = set()
+        while len(joined) < 7:  # u0 hears everyone arrive, whichever worker they are on
+            joined.add(clients[0].expect_event("join")["name"])
         clients[0].send_line("/who")
         names = {p["name"] for p in clients[0].expect_event("who")["users"]}
         assert names == {f"u{i}" for i in range(8)}

@@ -34,13 +34,14 @@ from client_tui.attention import Attention, is_highlight, mentions
 from client_tui.chatlog import ChatLog
 from client_tui.completion import ChatCompleter, quote_path, shell_words
 from client_tui.connection import Backoff
+from client_tui.download import Download
 from client_tui.format import NICK_SLOTS, event_line
 from client_tui.outbox import Outbox
 from client_tui.paste import Paste
 from client_tui.session import ChatSession, Options
 from client_tui.settings import Settings, SettingsError, config_dir
 from client_tui.style import BASE, PALETTE_8, PALETTE_256, build_style, palette
-from client_tui.transfer import Download, PasteUpload, Upload
+from client_tui.transfer import PasteUpload, Upload
 from tests.tui_support import TS_POSIX, FakeConn, FakeEndpoint, msg, online
 
 

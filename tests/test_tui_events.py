@@ -27,9 +27,10 @@ from chat.render import JsonRenderer
 from client_tui.commands import LOCAL, command_table
 from client_tui.completion import ChatCompleter
 from client_tui.connection import ChatConnection, read_event
+from client_tui.download import Download
 from client_tui.format import local_time, short_date
 from client_tui.session import ChatSession
-from client_tui.transfer import Download, TransferProtocol
+from client_tui.transfer import TransferProtocol
 from tests.tui_support import TS, TS_POSIX, FakeConn, FakeEndpoint, online
 
 T = local_time(TS_POSIX)

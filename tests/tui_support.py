@@ -8,7 +8,8 @@ not. ``FakeConn``, ``FakeEndpoint`` and ``online`` let unit tests run a
 ``ChatSession`` on a ``task.Clock`` with typed events and no sockets.
 ``Tmux`` runs the real ``chat-tui`` in a real terminal and reads its screen
 (and, with ``record``, every byte it writes); ``ScriptedServer`` is a JSON
-server that says exactly what a test tells it to.
+server that says exactly what a test tells it to; ``CutProxy`` relays to a
+real server and cuts (or stalls) a transfer at the byte a test chooses.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -349,3 +351,134 @@ class ScriptedServer:
         if self.conn is not None:
             self.conn.close()
         self.listener.close()
+
+
+# --- a network that fails where a test says ---
+
+
+class Link:
+    """One relayed connection: the client's socket, the server's, and what went by."""
+
+    def __init__(self, client: socket.socket, server: socket.socket, number: int) -> None:
+        self.client = client
+        self.server = server
+        #: the order of its arrival (a rule acts on links made after it only)
+        self.number = number
+        #: every byte the client sent (to check the headers of a resumed upload)
+        self.up = bytearray()
+        #: bytes passed from the server to the client
+        self.down = 0
+        #: directions that pass nothing more (what arrives is read and dropped)
+        self.stalled: set[str] = set()
+        self.closed = threading.Event()
+
+    @property
+    def transfer(self) -> bool:
+        return self.up.startswith(b"/attach ")
+
+    def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for sock in (self.client, self.server):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+class CutProxy:
+    """A TCP relay in front of a server that cuts or stalls a transfer connection.
+
+    chat-tui connects to ``port`` as it would to the server. ``cut(up=N)``
+    passes the first N bytes a transfer connection sends, then closes it (with
+    ``everything``: every connection, as an outage would); ``cut(down=N)``
+    does the same to the bytes a transfer connection receives; ``stall=True``
+    holds the connection open instead, passing nothing more that way (what
+    comes is read and dropped, so either end's close is still seen). A rule acts once
+    (``fired`` is set), on the first transfer connection opened after it
+    to reach it.
+    """
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.links: list[Link] = []
+        #: direction, bytes, everything, stall, and the first link it applies to
+        self.rule: tuple[str, int, bool, bool, int] | None = None
+        self.fired = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self, up: int = 0, down: int = 0, everything: bool = False,
+            stall: bool = False) -> None:
+        with self.lock:
+            way, count = ("up", up) if up else ("down", down)
+            self.rule = (way, count, everything, stall, len(self.links))
+            self.fired.clear()
+
+    def transfers(self) -> list[Link]:
+        with self.lock:
+            return [link for link in self.links if link.transfer]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                link = Link(client, server, len(self.links))
+                self.links.append(link)
+            threading.Thread(target=self._pipe, args=(link, "up"), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(link, "down"), daemon=True).start()
+
+    def _pipe(self, link: Link, way: str) -> None:
+        src, dst = (link.client, link.server) if way == "up" else (link.server, link.client)
+        while not link.closed.is_set():
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            if way in link.stalled:
+                continue
+            act = None
+            with self.lock:
+                if way == "up":
+                    link.up += data
+                count = len(link.up) - len(data) if way == "up" else link.down
+                rule = self.rule
+                if rule and rule[0] == way and link.transfer and link.number >= rule[4]:
+                    if count + len(data) >= rule[1]:
+                        data = data[: rule[1] - count]
+                        act, self.rule = rule, None
+                if way == "down":
+                    link.down += len(data)
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+            if act is not None:
+                _, _, everything, stall, _ = act
+                self.fired.set()
+                if stall:
+                    link.stalled.add(way)
+                    continue
+                with self.lock:
+                    doomed = list(self.links) if everything else [link]
+                for other in doomed:
+                    other.close()
+                return
+        link.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        with self.lock:
+            links = list(self.links)
+        for link in links:
+            link.close()
