@@ -20,6 +20,9 @@ class Options(usage.Options):
         ["http", None, None, "HTTP endpoint for file downloads"],
         ["public-url", None, None, "base URL written into file notices"],
         ["data-dir", "d", None, "where history and files are kept"],
+        ["files-dir", None, None, "where shared files are kept (a cluster's nodes share one)"],
+        ["cluster", None, None, "be one node of a chat shared through Redis (redis://...)"],
+        ["node-id", None, None, "this node's id in the cluster"],
     ]
     optFlags = [["no-http", None, "do not serve files over HTTP"]]
 
@@ -37,7 +40,8 @@ class ChatServiceMaker:
         from chat.server import ChatServer
 
         argv: list[str] = ["--no-console"]
-        for key in ("config", "listen", "http", "public-url", "data-dir"):
+        for key in ("config", "listen", "http", "public-url", "data-dir", "files-dir", "cluster",
+                    "node-id"):
             if options[key]:
                 argv += [f"--{key}", options[key]]
         if options["no-http"]:
