@@ -157,6 +157,8 @@ class Node:
         self._seq = itertools.count(1)
         #: seq -> (audience, origin) of this node's events on their way through Redis.
         self._pending: dict[int, tuple[Any, Any]] = {}
+        #: seq -> who waits for that event to be back (``settled``).
+        self._settling: dict[int, list[defer.Deferred[None]]] = {}
         #: The highest event id this node has delivered.
         self.last_id = 0
         self._beat = task.LoopingCall(self._heartbeat)
@@ -261,8 +263,24 @@ class Node:
 
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
-        for _to, origin in pending.values():
+        for seq, (_to, origin) in pending.items():
             self.chat.not_published(origin)
+            self._settled(seq)
+
+    def settled(self, peer: Any) -> defer.Deferred[None]:
+        """Fires once every event ``peer``'s user said so far is back from Redis
+        (delivered here) or failed: what it said is answered before what follows."""
+        mine = [seq for seq, (_, origin) in self._pending.items()
+                if origin is not None and origin.peer is peer]
+        if not mine:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._settling.setdefault(max(mine), []).append(d)
+        return d
+
+    def _settled(self, seq: int) -> None:
+        for d in self._settling.pop(seq, ()):
+            d.callback(None)
 
     def _maybe_sync(self) -> None:
         if (self._cmd.protocol is None or not self._subscribed or len(self._sha) < len(SCRIPTS)
@@ -425,6 +443,7 @@ class Node:
         self.log.failure("Publishing an event failed", failure)
         if entry is not None:
             self.chat.not_published(entry[1])
+        self._settled(seq)
 
     def claim(self, name: str, account: bool) -> defer.Deferred[bool]:
         """Hold ``name`` for a user of this node; False if another node's user has it."""
@@ -497,6 +516,7 @@ class Node:
                 entry = self._pending.pop(int(seq), None)
                 if entry is not None:
                     self.chat.deliver(event, *entry)
+                    self._settled(int(seq))
             elif not self.mirror.apply(event, node):
                 self.log.warn("Cluster node {node}: declared dead by the others; rejoining",
                               node=self.id)

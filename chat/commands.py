@@ -372,7 +372,7 @@ class Commands:
             elif cmd.offset > info.size:
                 conn.reply(ev.error("bad_offset", "get", size=info.size))
             else:
-                return self.chat.delivery.delivered(conn).addCallback(
+                return self.chat.delivered(conn).addCallback(
                     self._download, conn, info, cmd.offset
                 )
             return None

@@ -139,7 +139,7 @@ class ChatProtocol(Protocol, TimeoutMixin):
         if abort or self._output.sending:  # a file on the wire cannot be followed by lines
             self.transport.abortConnection()
         else:
-            self.service.delivery.delivered(self).addCallback(
+            self.service.delivered(self).addCallback(
                 lambda _: self._end()
             )
 
@@ -221,7 +221,7 @@ class ChatProtocol(Protocol, TimeoutMixin):
         if last:
             self.line(last if len(last) <= self.limits.max_line_bytes else TOO_LONG)
         if self.state is not State.CLOSED and not self._reader.paused():
-            self.service.delivery.delivered(self).addCallback(
+            self.service.delivered(self).addCallback(
                 lambda _: self._end()
             )
 

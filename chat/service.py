@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -40,6 +41,8 @@ class Cluster(Protocol):
     def publish(self, event: ev.Event, to: Any, origin: Any) -> bool: ...
 
     def kick(self, user: Any, reason: str) -> None: ...
+
+    def settled(self, peer: Any) -> defer.Deferred[None]: ...
 
     def tell(self, op: str, data: dict[str, Any]) -> None: ...
 
@@ -175,6 +178,14 @@ class ChatService:
             self.delivery.broadcast(event, origin=peer)
         else:
             self.delivery.broadcast(event, None, to, peer)
+
+    def delivered(self, peer: Peer) -> defer.Deferred[None]:
+        """Fires once everything that ``peer`` said and was answered so far has
+        reached it (in a cluster: back from Redis first)."""
+        if self.cluster is None:
+            return self.delivery.delivered(peer)
+        d = self.cluster.settled(peer)
+        return d.addCallback(lambda _: self.delivery.delivered(peer))
 
     def set_mode(self, peer: Peer, mode: str) -> None:
         """Switch ``peer`` to ``mode``; what was sent its way before stays in the old one."""

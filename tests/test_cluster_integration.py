@@ -390,3 +390,25 @@ def redis_users(redis: RedisServer) -> dict[str, dict[str, object]]:
                 break
     values = [json.loads(lines[2 + 2 * i]) for i in range(count)]
     return {v["name"]: v for v in values}
+
+
+def test_a_script_that_closes_after_its_lines_gets_them_all_back(
+    nodes: list[RealServer],
+) -> None:
+    """``nc -N``'s way: lines, then EOF. Each comes back through Redis before the close."""
+    watcher = json_client(nodes[1], "watcher")
+    c = LineClient(nodes[0].port)
+    lines = "".join(f"line {k}\r\n" for k in range(20))
+    c.send(f"/proto json\r\nscripted\r\n{lines}".encode())
+    c.sock.shutdown(socket.SHUT_WR)
+    echoes = []
+    try:
+        while True:
+            line = c.read_line()
+            if line.startswith("{") and json.loads(line)["type"] == "message":
+                echoes.append(json.loads(line)["text"])
+    except EOFError:
+        pass
+    assert echoes == [f"line {k}" for k in range(20)]
+    seen = [watcher.expect_event("message", sender="scripted")["text"] for _ in range(20)]
+    assert seen == echoes
