@@ -300,6 +300,8 @@ class Node:
     def _sync(self) -> Any:
         cmd = self._cmd.protocol
         yield self._alive(cmd)
+        if not self._beat.running:  # alive while reading a long history too
+            self._beat.start(self.settings.node_timeout / 3, now=False)
         snap = yield cmd.evalsha(self._sha["snapshot"], [ID_KEY, USERS], [])
         top = int(snap[0])
         if top < self.last_id:  # Redis lost its data: ids still never go back
@@ -322,8 +324,6 @@ class Node:
         self._set_state(NodeState.READY)
         for raw in buffered:
             self._take(raw, after=top)
-        if not self._beat.running:
-            self._beat.start(self.settings.node_timeout / 3, now=False)
         if missed:
             self.log.info("Cluster node {node}: delivered {n} line(s) said while it was cut off",
                           node=self.id, n=missed)
@@ -385,10 +385,12 @@ class Node:
     @defer.inlineCallbacks
     def _heartbeat(self) -> Any:
         cmd = self._cmd.protocol
-        if cmd is None or self.state is not NodeState.READY:
+        if cmd is None or self.state not in (NodeState.READY, NodeState.SYNCING):
             return
         try:
             yield self._alive(cmd)
+            if self.state is not NodeState.READY:
+                return  # judging others waits until this node's picture is whole
             nodes = yield cmd.execute_command("SMEMBERS", NODES)
             for node in nodes:
                 if node == self.id:
