@@ -1248,6 +1248,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench import cluster  # --only cluster: bench/cluster.py, with its own options
+
+    own = cluster.from_bench_argv(sys.argv[1:] if argv is None else argv)
+    if own is not None:
+        return cluster.main(own)
     res = run(argv)
     print(render_table(res, res["summary"]))
     print()
