@@ -3,9 +3,9 @@
 ``FileService`` owns that path. ``offer`` decides whether a ``/send`` can be
 taken (and returns the ``Error`` that says why not); ``complete`` checks and
 stores an upload whose bytes are all in, records it, answers the uploader
-(``uploaded``, or ``crc_mismatch`` / ``store_failed``) and announces it to
-the chat, in that order; ``find`` and ``recent`` answer ``/get``, ``/files``
-and the HTTP port with records whose file is really there. Nothing here
+(``uploaded``, or ``crc_mismatch`` / ``digest_mismatch`` / ``store_failed``) and
+announces it to the chat, in that order; ``find`` and ``recent`` answer ``/get``,
+``/files`` and the HTTP port with records whose file is really there. Nothing here
 knows about connections beyond the ``Peer`` it answers.
 """
 
@@ -26,7 +26,15 @@ from chat.partials import PartialKey
 from chat.sanitize import for_log
 from chat.service import ChatService, User
 from chat.store import Store
-from chat.transfer import CrcMismatch, FileStore, Stored, Upload, crc_hex, decode_file_name
+from chat.transfer import (
+    CrcMismatch,
+    DigestMismatch,
+    FileStore,
+    Stored,
+    Upload,
+    crc_hex,
+    decode_file_name,
+)
 
 
 @dataclass(frozen=True)
@@ -62,24 +70,25 @@ class FileService:
 
     def offer(
         self, owner: User, key: str, send: wire.Send, producer: IPushProducer,
-        holder: str | None = None,
+        holder: str | None = None, expected_sha256: str | None = None,
     ) -> Upload | ev.Error:
         """An ``Upload`` to stream ``send``'s bytes into, or why not.
 
         ``key`` is whose quotas it counts against (``chat.quotas.uploader_key``);
         ``holder`` whose interrupted uploads it may resume (``chat.partials``;
-        None: it is not kept if interrupted). ``too_large`` means no such
-        upload can ever be taken (the connection closes); ``refused`` and
+        None: it is not kept if interrupted); ``expected_sha256`` (hex) the SHA-256
+        the bytes must have, checked by the upload's worker. ``too_large`` means no
+        such upload can ever be taken (the connection closes); ``refused`` and
         ``bad_offset`` that this one cannot (its bytes are discarded).
         """
         if owner.current is None and self.store.too_large(send.size) is None:
             return ev.error("not_in_room", "send")  # a file is shared into a room
         room = owner.current.name if owner.current else ""
-        return self.offer_as(owner.name, room, key, send, producer, holder)
+        return self.offer_as(owner.name, room, key, send, producer, holder, expected_sha256)
 
     def offer_as(
         self, uploader: str, room: str, key: str, send: wire.Send, producer: IPushProducer,
-        holder: str | None = None,
+        holder: str | None = None, expected_sha256: str | None = None,
     ) -> Upload | ev.Error:
         """``offer`` for an uploader who need not be connected (an HTTP upload by an
         account): the file is shared into ``room`` under the name ``uploader``."""
@@ -104,7 +113,8 @@ class FileService:
         if refusal is not None:
             return refusal
         return self.store.begin_upload(
-            uploader, key, name, send.size, send.crc32, producer, room, partial, send.offset
+            uploader, key, name, send.size, send.crc32, producer, room, partial, send.offset,
+            expected_sha256,
         )
 
     def held(self, holder: str, resume: wire.Resume) -> ev.Resume | ev.Error:
@@ -114,8 +124,11 @@ class FileService:
             return ev.error("refused", "resume", size=0, **why)
         assert name is not None
         key = PartialKey(holder, name, resume.size, resume.crc32)
-        held = 0 if key.stem in self.store.partials.active else self.store.partials.held(key)
-        return ev.Resume(resume.name, resume.size, crc_hex(resume.crc32), held)
+        if key.stem in self.store.partials.active:
+            # Still coming in (or being put away after a cut): ask again shortly.
+            return ev.error("refused", "resume", size=0, reason="in_progress")
+        return ev.Resume(resume.name, resume.size, crc_hex(resume.crc32),
+                         self.store.partials.held(key))
 
     def complete(
         self, upload: Upload, owner: User | None, answer: Callable[[ev.Event], None]
@@ -157,6 +170,9 @@ class FileService:
             error = ev.error(
                 "crc_mismatch", "send", expected=crc_hex(e.expected), actual=crc_hex(e.actual)
             )
+        elif failure.check(DigestMismatch):
+            m: DigestMismatch = failure.value  # type: ignore[assignment]
+            error = ev.error("digest_mismatch", "send", expected=m.expected, actual=m.actual)
         else:
             self.log.failure(
                 "Storing upload {name} failed", failure, name=for_log(upload.transfer.name)
@@ -190,6 +206,7 @@ class FileService:
         path = self.store.path(info.file_id)
 
         def removed(_: object) -> None:
+            self.db.file_gone(info.file_id, "removed")
             room = self.chat.rooms.get(info.room) if info.room else None
             event = self.chat.chat_event(
                 ev.Removed, by, info.file_id, info.name, room.name if room else info.room
@@ -210,6 +227,8 @@ class FileService:
         before = now - days * 86400 if days else None
 
         def unlink(gone: list[tuple[str, int]]) -> defer.Deferred[Swept]:
+            for file_id, _ in gone:
+                self.db.file_gone(file_id, "expired")
             self.count -= len(gone)
             self.bytes -= sum(size for _, size in gone)
 

@@ -23,7 +23,10 @@ is timed by the ``/send`` stall rule (``UploadReceiver``): too slow and it is
 discarded with a 408. After the last byte ``FileService.complete`` checks,
 stores and announces it, and the request is answered ``201 Created`` (text,
 or JSON for ``Accept: application/json``). A connection lost before the last
-byte discards the upload: nothing is stored or announced.
+byte stores and announces nothing; an upload sent with ``X-CRC32`` keeps what
+arrived (``chat.partials``, as ``/send`` does) and a ``PUT`` with
+``Content-Range: bytes OFFSET-LAST/SIZE`` continues it (409 and
+``Upload-Offset`` if OFFSET is not what the server holds).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -54,6 +56,7 @@ from chat.config import LimitSettings
 from chat.files import FileService
 from chat.httpchannel import TEXT_PLAIN, BodylessRequest, FileChannel
 from chat.limits import Exempt, LoginThrottle
+from chat.partials import resume_owner
 from chat.quotas import uploader_key
 from chat.render import REFUSALS, JsonRenderer, error_text
 from chat.sanitize import for_log
@@ -116,6 +119,27 @@ def declared_crc(headers: Headers) -> int | None:
     if len(values) > 1 or not re.fullmatch(rb"[0-9A-Fa-f]{8}", values[0]):
         raise BadRequest("X-CRC32 must be exactly 8 hex digits.")
     return int(values[0], 16)
+
+
+def declared_range(headers: Headers, length: int) -> tuple[int, int] | None:
+    """``Content-Range: bytes FIRST-LAST/SIZE`` (RFC 9110) of a resumed PUT: ``(FIRST, SIZE)``.
+
+    The body must be exactly bytes FIRST to LAST of a file of SIZE bytes, so
+    ``LAST - FIRST + 1`` is the ``Content-Length``. None if absent.
+    """
+    values = headers.getRawHeaders(b"content-range")
+    if not values:
+        return None
+    found = re.fullmatch(rb"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20})", values[0].strip())
+    if len(values) > 1 or found is None:
+        raise BadRequest("Content-Range must be bytes FIRST-LAST/SIZE (FIRST: the offset).")
+    first, last, size = (int(v) for v in found.groups())
+    if not first <= last < size or last - first + 1 != length:
+        raise BadRequest(
+            "Content-Range must name exactly the body's bytes: LAST - FIRST + 1 = "
+            "Content-Length, and LAST below SIZE."
+        )
+    return first, size
 
 
 def _sha256_value(encoded: bytes, field: str) -> bytes:
@@ -227,6 +251,7 @@ _STATUS: dict[str, tuple[int, str]] = {
     "crc_mismatch": (422, "Unprocessable Content"),
     "digest_mismatch": (422, "Unprocessable Content"),
     "too_many_attempts": (429, "Too Many Requests"),
+    "bad_offset": (409, "Conflict"),
     "store_failed": (500, "Internal Server Error"),
     "internal": (500, "Internal Server Error"),
 }
@@ -355,8 +380,11 @@ class IncomingUpload:
         self.who = ""
         self.name = ""
         self._crc: int | None = None
-        self._want_sha: bytes | None = None
-        self._sha: Any = None
+        #: The whole file's size and where this body starts (``Content-Range``).
+        self._size = length or 0
+        self._offset = 0
+        #: The declared SHA-256 (hex): the upload checks it where it hashes anyway.
+        self._want_sha: str | None = None
         self._pending: list[bytes] = []
         self._holding = _Holding(self._channel)
         self._receiver: UploadReceiver | None = None
@@ -394,7 +422,15 @@ class IncomingUpload:
                 "length_required",
                 "An upload needs a Content-Length (a chunked body is not taken).",
             )
-        too_large = self._uploads.files.store.too_large(self.length)
+        try:
+            resumed = declared_range(headers, self.length)
+        except BadRequest as e:
+            return _error("bad_request", str(e))
+        if resumed is not None:
+            self._offset, self._size = resumed
+            if self._line.method != b"PUT":
+                return _error("bad_request", "Only a PUT continues an upload (Content-Range).")
+        too_large = self._uploads.files.store.too_large(self._size)
         if too_large is not None:
             return too_large
         if not self._line.name:
@@ -412,9 +448,14 @@ class IncomingUpload:
                 )
         try:
             self._crc = declared_crc(headers)
-            self._want_sha = declared_sha256(headers)
+            want = declared_sha256(headers)
+            self._want_sha = want.hex() if want is not None else None
         except BadRequest as e:
             return _error("bad_request", str(e))
+        if resumed is not None and self._crc is None:
+            return _error(
+                "bad_request", "A Content-Range continues an upload sent with X-CRC32: send it too."
+            )
         return None
 
     def _authorise(self, headers: Headers) -> None:
@@ -434,7 +475,12 @@ class IncomingUpload:
                 return
             self.who = user.name
             key = uploader_key(self.host, user.name, uploads.shared, user.account)
-            self._offer(lambda send, p: uploads.files.offer(user, key, send, p))
+            holder = resume_owner(self.host, user.name, user.account)
+            self._offer(
+                lambda send, p: uploads.files.offer(
+                    user, key, send, p, holder, expected_sha256=self._want_sha
+                )
+            )
         elif isinstance(found, Basic) and accounts is not None:
             self._login(found, accounts)
         else:
@@ -494,20 +540,43 @@ class IncomingUpload:
             self.refuse(ev.error("banned", "upload", until=ban.until, reason=ban.reason))
             return
         key = uploader_key(self.host, given.name, uploads.shared, account=True)
+        holder = resume_owner(self.host, given.name, account=True)
         user = uploads.files.chat.registry.get(given.name)
         if user is not None and user.account:
             # Connected: as that user, into their current room.
             self.who = user.name
-            self._offer(lambda send, p: uploads.files.offer(user, key, send, p))
+            self._offer(
+                lambda send, p: uploads.files.offer(
+                    user, key, send, p, holder, expected_sha256=self._want_sha
+                )
+            )
         else:
             self.who = given.name
             room = uploads.files.chat.rooms.settings.default
-            self._offer(lambda send, p: uploads.files.offer_as(given.name, room, key, send, p))
+            self._offer(
+                lambda send, p: uploads.files.offer_as(
+                    given.name, room, key, send, p, holder, expected_sha256=self._want_sha
+                )
+            )
 
     def _offer(self, offer: Callable[[wire.Send, IPushProducer], Upload | ev.Error]) -> None:
-        assert self.length is not None
-        result = offer(wire.Send(self._line.name, self.length, self._crc), self._holding)
-        if isinstance(result, ev.Error):
+        """An upload sent with ``X-CRC32`` is kept if interrupted (``chat.partials``, as
+        for ``/send``); ``Content-Range`` continues it where the server says it stopped."""
+        send = wire.Send(self._line.name, self._size, self._crc, self._offset)
+        result = offer(send, self._holding)
+        if isinstance(result, ev.Error) and result.code == "bad_offset":
+            held = int(result.params.get("offset", 0))
+            self.refuse(
+                _error(
+                    "bad_offset",
+                    f"The server holds {plural(held, 'byte')} of this upload: continue with "
+                    f"Content-Range: bytes {held}-{self._size - 1}/{self._size} (or send it "
+                    "all without one). Nothing was read.",
+                    offset=held, size=self._size,
+                ),
+                headers=[("Upload-Offset", str(held))],
+            )
+        elif isinstance(result, ev.Error):
             self.refuse(result)
         else:
             self._accept(result)
@@ -521,9 +590,6 @@ class IncomingUpload:
             "HTTP upload of {name} ({size} bytes) by {who} from {host}",
             name=for_log(self.name), size=self.length, who=for_log(self.who), host=self.host,
         )
-        if self._want_sha is not None:
-            # Checked before the file is published (_finish); only when asked for.
-            self._sha = hashlib.sha256()
         transport = self._channel.transport
         self._buffer_size = getattr(transport, "bufferSize", None)
         self._receiver = UploadReceiver(
@@ -549,8 +615,6 @@ class IncomingUpload:
         if self.state != "streaming" or self._receiver is None:
             return  # refused or gone: dropped, never stored
         self._uploads.files.chat.stats.bytes_in += len(data)
-        if self._sha is not None:
-            self._sha.update(data)
         self._receiver.write(data)
 
     def lost(self) -> None:
@@ -595,21 +659,13 @@ class IncomingUpload:
             receiver.abort(reason)
 
     def _finish(self) -> defer.Deferred[Any]:
-        """Every byte is in: check, store, answer (into ``outcome``) and announce."""
+        """Every byte is in: check, store, answer (into ``outcome``) and announce.
+
+        The upload checks the CRC-32 and SHA-256 on its worker threads, where it
+        computes them anyway (``crc_mismatch``, ``digest_mismatch``: nothing stored).
+        """
         upload = self._upload
         assert upload is not None
-        if self._want_sha is not None:
-            got = self._sha.digest()
-            if got != self._want_sha:
-                mismatch = _error(
-                    "digest_mismatch",
-                    f"SHA-256 mismatch: you declared {self._want_sha.hex()}, the bytes have "
-                    f"{got.hex()}. Nothing was stored.",
-                    expected=self._want_sha.hex(), actual=got.hex(),
-                )
-                return upload.abort("SHA-256 mismatch").addCallback(
-                    lambda _: self._answer(mismatch)
-                )
         # No owner: the uploader's own chat connections hear the notice too,
         # in either mode (the HTTP answer is all the uploading side gets).
         return self._uploads.files.complete(upload, None, self._answer)

@@ -91,6 +91,8 @@ def _wrong_protocol(p: dict[str, Any]) -> str:
 ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
     "invalid_name": lambda p: _NAME_PROBLEMS[p["problem"]].format_map(p),
     "name_taken": "The name {name} is taken.",
+    "cluster_down": "The chat is out of reach of its other servers for a moment: this was "
+                    "not sent. Try again shortly.",
     "timeout": "You did not choose a name in time. Goodbye.",
     "not_registered": "Choose a name before using /{verb}.",
     "not_here": "/{verb} is not available on this connection.",
@@ -106,6 +108,9 @@ ERRORS: dict[str, str | Callable[[dict[str, Any]], str]] = {
     "refused": _refused,
     "crc_mismatch": (
         "CRC-32 mismatch: you declared {expected}, the bytes have {actual}. Nothing was stored."
+    ),
+    "digest_mismatch": (
+        "SHA-256 mismatch: you declared {expected}, the bytes have {actual}. Nothing was stored."
     ),
     "store_failed": "The server could not store the file.",
     "no_such_file": "No file with id {file_id}.",
@@ -308,6 +313,9 @@ class TextRenderer:
         return f"{self.stamp(e.ts)} -- {e.by} set the topic of {e.room}: {e.topic}"
 
     def _file_shared(self, e: ev.FileShared, viewer: str | None, tagged: bool) -> str:
+        if e.removed or e.expired:
+            return (f"{self._head(e, tagged)}-- {e.sender} shared {e.name} "
+                    f"({human_size(e.size)}), {'removed' if e.removed else 'expired'} since.")
         where = f"/get {e.file_id}"
         if e.url:
             where += f" or {e.url}"

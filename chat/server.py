@@ -9,8 +9,10 @@ writes buffered history before the database closes.
 
 from __future__ import annotations
 
+import os
 import re
 import resource
+import socket
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -79,6 +81,9 @@ def build_factory(
     files = FileStore(
         config.data_path,
         clock,
+        # A cluster's nodes (``--workers`` too) share their files directory.
+        shared=config.files_path if config.server.files_dir or config.cluster.redis_url else None,
+        node=config.cluster.node_id or f"{socket.gethostname()}-{os.getpid()}",
         max_upload=config.limits.max_upload_bytes,
         disk_margin=config.limits.disk_margin_bytes,
         quotas=Quotas(

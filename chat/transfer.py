@@ -20,7 +20,6 @@ import re
 import secrets
 import shutil
 import threading
-import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,13 +39,19 @@ from chat.pump import Pump, Pumped, PumpEnd, SerialWorker, bulk_priority, write_
 from chat.quotas import Quotas
 from chat.sanitize import INVISIBLE, for_log
 
+try:  # ISA-L's CRC-32: zlib's values for a fifteenth of the CPU (0.02 vs 0.27 s/GiB here)
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    from zlib import crc32
+
 #: Pause reading an upload's connection above this many queued bytes.
 HIGH_WATER = 4 * 1024 * 1024
 #: ... and resume below this.
 LOW_WATER = 1 * 1024 * 1024
-#: A pump reads into this many buffers of this size (its whole memory).
-PUMP_BUFFERS = 8
-PUMP_BUFFER_BYTES = 512 * 1024
+#: A pump reads into this many buffers of this size (its whole memory). Fewer, larger
+#: reads than 8 x 512 KiB: half the hand-offs and GIL takes per GiB, the same memory.
+PUMP_BUFFERS = 4
+PUMP_BUFFER_BYTES = 1024 * 1024
 #: Start writing an upload back to disk every this many bytes.
 WRITE_BEHIND = 8 * 1024 * 1024
 #: At most this many uploads are pumped at once; more go through the reactor.
@@ -103,6 +108,15 @@ class CrcMismatch(Exception):
     def __init__(self, expected: int, actual: int) -> None:
         super().__init__(f"CRC-32 mismatch: you declared {crc_hex(expected)}, "
                          f"the bytes have {crc_hex(actual)}.")
+        self.expected = expected
+        self.actual = actual
+
+
+class DigestMismatch(Exception):
+    """The bytes' SHA-256 is not the one declared (lowercase hex, both)."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"SHA-256 mismatch: you declared {expected}, the bytes have {actual}.")
         self.expected = expected
         self.actual = actual
 
@@ -170,11 +184,14 @@ class Upload(Sink):
         producer: IPushProducer,
         partial: PartialKey | None = None,
         offset: int = 0,
+        expected_sha256: str | None = None,
     ) -> None:
         self._files = files
         self.transfer = transfer
         self.file_id = secrets.token_hex(16)
         self._expected_crc = expected_crc
+        #: Checked where the SHA-256 is computed anyway (a worker), never on the reactor.
+        self._expected_sha256 = expected_sha256.lower() if expected_sha256 else None
         self._producer = producer
         self._writer = SerialWorker(files.pool, files.call_from_thread)
         self._hasher = SerialWorker(files.pool, files.call_from_thread)
@@ -354,15 +371,17 @@ class Upload(Sink):
                         end = PumpEnd.STOPPED
                         break
                     buffer = free.popleft()
-                not_ready = pump.wait_readable()
-                if not_ready is not None:
-                    end = not_ready
-                    break
                 view = memoryview(buffer)[: min(len(buffer), pump.size - received)]
                 try:
+                    # Read first: under load the socket almost always has data, and
+                    # a poll per read was a system call for nothing.
                     n = os.readv(pump.fd, [view])
                 except BlockingIOError:
                     give_back(buffer)
+                    not_ready = pump.wait_readable()
+                    if not_ready is not None:
+                        end = not_ready
+                        break
                     continue
                 except OSError:
                     end = PumpEnd.ERROR
@@ -402,7 +421,7 @@ class Upload(Sink):
 
     def _hash(self, chunks: list[Any], size: int, release: Callable[[], None] | None) -> None:
         for data in chunks:
-            self._crc = zlib.crc32(data, self._crc)
+            self._crc = crc32(data, self._crc)
             self._sha.update(data)
         if release is not None:
             release()
@@ -430,7 +449,7 @@ class Upload(Sink):
                 data = f.read(min(left, 4 * 1024 * 1024))
                 if not data:
                     return  # shorter than held: the CRC-32 check will refuse it
-                self._crc = zlib.crc32(data, self._crc)
+                self._crc = crc32(data, self._crc)
                 self._sha.update(data)
                 left -= len(data)
 
@@ -462,6 +481,9 @@ class Upload(Sink):
         if self._expected_crc is not None and self._expected_crc != crc:
             self._discard()
             raise CrcMismatch(self._expected_crc, crc)
+        if self._expected_sha256 is not None and self._expected_sha256 != sha256:
+            self._discard()
+            raise DigestMismatch(self._expected_sha256, sha256)
         final = self._files.path(self.file_id)
         os.rename(self._tmp, final)
         if self._partial is not None:
@@ -490,10 +512,20 @@ class Counting:
 
 @dataclass
 class FileStore:
-    """The data directory's ``files/`` and ``tmp/``, and what is moving."""
+    """The data directory's ``files/`` and ``tmp/``, and what is moving.
+
+    With ``shared`` (``server.files_dir``, which a cluster's nodes share) the
+    files live there, and so do the temporaries (``.tmp/NODE``) and partial
+    uploads (``.uploads/partial``), so that storing one is a rename on the
+    same filesystem; files no record here knows are then left alone (another
+    node may have just stored them).
+    """
 
     root: Path
     clock: IReactorTime
+    shared: Path | None = None
+    #: This process's name among those sharing ``shared`` (its temporaries).
+    node: str = "node"
     max_upload: int = 1024**3
     disk_margin: int = 64 * 1024**2
     #: Upload quotas (none unless given).
@@ -510,15 +542,16 @@ class FileStore:
     def __post_init__(self) -> None:
         if self.quotas is None:
             self.quotas = Quotas(self.clock)
-        self.partials = Partials(self.root, self.clock, self.resume_window)
+        uploads = self.root if self.shared is None else self.shared / ".uploads"
+        self.partials = Partials(uploads, self.clock, self.resume_window)
 
     @property
     def files_dir(self) -> Path:
-        return self.root / "files"
+        return self.root / "files" if self.shared is None else self.shared
 
     @property
     def tmp_dir(self) -> Path:
-        return self.root / "tmp"
+        return self.root / "tmp" if self.shared is None else self.shared / ".tmp" / self.node
 
     def path(self, file_id: str) -> Path:
         return self.files_dir / file_id
@@ -537,7 +570,8 @@ class FileStore:
                 shutil.rmtree(stale)
             else:
                 stale.unlink()
-        for stored in self.files_dir.iterdir():
+        # (Where files are shared, one unrecorded here may be another node's.)
+        for stored in self.files_dir.iterdir() if self.shared is None else ():
             if stored.name not in known_ids:
                 self.log.info("Removing unrecorded file {name}", name=for_log(stored.name))
                 if stored.is_dir() and not stored.is_symlink():
@@ -584,11 +618,13 @@ class FileStore:
     def begin_upload(
         self, user: str, key: str, name: str, size: int, crc: int | None, producer: IPushProducer,
         room: str | None = None, partial: PartialKey | None = None, offset: int = 0,
+        expected_sha256: str | None = None,
     ) -> Upload:
         """An upload into ``tmp/``; with ``partial``, into ``partial/``, kept if interrupted
-        (``offset``: the bytes held from before, which it continues)."""
+        (``offset``: the bytes held from before, which it continues). ``crc`` and
+        ``expected_sha256`` (hex), if given, must match the bytes or nothing is stored."""
         transfer = Transfer(user, name, "up", size, self.clock.seconds(), key=key, room=room)
-        upload = Upload(self, transfer, crc, producer, partial, offset)
+        upload = Upload(self, transfer, crc, producer, partial, offset, expected_sha256)
         self.active[id(transfer)] = transfer
         self.uploads.add(upload)
         return upload

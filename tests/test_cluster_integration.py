@@ -318,7 +318,7 @@ def test_a_file_shared_on_one_node_is_fetched_from_another(
         file_id = shared_event["file_id"]
         bob.send_line(f"/get {file_id}")
         header = bob.expect_event("download")
-        assert header["size"] == len(data)
+        assert header["length"] == len(data)
         assert bob.read_exact(len(data)) == data
         bob.send_line("/files")
         assert file_id in [f["file_id"] for f in bob.expect_event("files")["files"]]
@@ -349,21 +349,21 @@ def test_workers_share_one_port(redis: RedisServer, tmp_path: Path) -> None:
                 break
         assert ready == {"w-w0", "w-w1"}
         clients = []
-        for i in range(8):
+        for i in range(16):
             c = LineClient(port)
             c.send_line("/proto json")
             c.send_line(f"u{i}")
             c.expect(r'"type":"welcome"')
             clients.append(c)
         joined: set[str] = set()
-        while len(joined) < 7:  # u0 hears everyone arrive, whichever worker they are on
+        while len(joined) < 15:  # u0 hears everyone arrive, whichever worker they are on
             joined.add(clients[0].expect_event("join")["name"])
         clients[0].send_line("/who")
         names = {p["name"] for p in clients[0].expect_event("who")["users"]}
-        assert names == {f"u{i}" for i in range(8)}
+        assert names == {f"u{i}" for i in range(16)}
         clients[-1].send_line("one port, many workers")
         for c in clients[:-1]:
-            assert c.expect_event("message", sender="u7")["text"] == "one port, many workers"
+            assert c.expect_event("message", sender="u15")["text"] == "one port, many workers"
         # Both workers hold some of the users (the kernel spreads connections).
         holders = redis_users(redis)
         assert {h["node"] for h in holders.values()} == {"w-w0", "w-w1"}

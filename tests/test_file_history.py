@@ -61,3 +61,17 @@ def test_expired_files_are_marked_in_the_history_and_after_a_restart(tmp_path: P
     carol = again.user("carol", mode="json")
     marks = {e["file_id"]: e["expired"] for e in history(carol) if e["type"] == "file"}
     assert marks == {old: True, new: False}
+
+
+def test_resume_of_an_upload_still_coming_in_is_refused_not_zero(tmp_path: Path) -> None:
+    mem = make_memory_server(tmp_path)
+    a = mem.user("alice", mode="json")
+    a.feed(b"/send big.bin 1000 0badcafe\n" + bytes(10))
+    key = a.proto.user.session  # type: ignore[union-attr]
+    t = mem.connect(40001)
+    t.line(f"/attach {key}")
+    t.take()
+    t.line("/resume big.bin 1000 0badcafe")
+    (error,) = [e for e in t.events() if e["type"] == "error"]
+    assert (error["code"], error["reason"], error["command"]) == ("refused", "in_progress",
+                                                                   "resume")

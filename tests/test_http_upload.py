@@ -6,8 +6,9 @@ the upload (never into Twisted's spool), a held read while a password is
 checked, the stall rule, digests, an interrupted body, and the file notice in
 the uploader's room. Against a real process with real ``curl``: with a key,
 without, a wrong key, over the limit (413 before the body), a wrong
-``X-CRC32``, an interrupted upload, an account's password, and the server's
-memory over a 200 MB PUT.
+``X-CRC32`` or digest, an interrupted upload (and one with ``X-CRC32`` resumed
+with ``Content-Range``), an account's password, and the server's memory over a
+200 MB PUT.
 
 The real-process tests run ``python -m chat``'s own ``main`` with the
 ``site(...)`` wiring that ``chat/server.py`` is to get (``WIRING``);
@@ -49,6 +50,7 @@ from chat.httpupload import (
     Bearer,
     credentials,
     declared_crc,
+    declared_range,
     declared_sha256,
     status_of,
     upload_line,
@@ -141,6 +143,23 @@ def test_digests_rfc_9530_and_the_older_digest_header() -> None:
     ):
         with pytest.raises(BadRequest):
             declared_sha256(headers(**bad))
+
+
+def test_content_range_names_exactly_the_body() -> None:
+    assert declared_range(headers(), 10) is None
+    assert declared_range(headers(Content_Range="bytes 5-14/20"), 10) == (5, 20)
+    assert declared_range(headers(Content_Range="bytes 0-9/10"), 10) == (0, 10)
+    for bad, length in (
+        ("bytes 5-14/20", 9),  # not the body's length
+        ("bytes 5-20/20", 16),  # past the end
+        ("bytes 9-5/20", 1),
+        ("bytes */20", 0),
+        ("bytes 5-14", 10),
+        ("items 5-14/20", 10),
+        ("bytes +5-14/20", 10),
+    ):
+        with pytest.raises(BadRequest):
+            declared_range(headers(Content_Range=bad), length)
 
 
 def test_credentials() -> None:
@@ -589,7 +608,10 @@ def test_a_wrong_digest_is_422_and_nothing_is_stored_or_announced(stack: Stack) 
     assert got.status == 422
     error = got.json()
     assert error["code"] == "digest_mismatch"
-    assert error["text"].startswith("SHA-256 mismatch: you declared ")
+    want, have = hashlib.sha256(b"other").hexdigest(), hashlib.sha256(BODY).hexdigest()
+    assert error["text"] == (
+        f"SHA-256 mismatch: you declared {want}, the bytes have {have}. Nothing was stored."
+    )
     assert stack.stored() == {} and stack.temporary() == [] and file_events(alice) == []
     assert stack.server.factory.files.store.uploads == set()
 
@@ -603,6 +625,42 @@ def test_an_interrupted_upload_stores_and_announces_nothing(stack: Stack) -> Non
     peer.lost()
     assert stack.temporary() == [] and stack.stored() == {} and file_events(alice) == []
     assert stack.server.factory.files.store.uploads == set()
+
+
+def partials(stack: Stack) -> list[str]:
+    return sorted(p.suffix for p in (stack.data / "partial").iterdir())
+
+
+def test_an_interrupted_upload_with_a_crc_is_kept_and_continued_by_content_range(
+    stack: Stack,
+) -> None:
+    alice = stack.server.user("alice", "json")
+    auth = {"Authorization": f"Bearer {stack.key('alice')}", "X-CRC32": crc_hex(BODY)}
+    peer = stack.peer()
+    peer.send(request_head(size=len(BODY), fields=auth) + BODY[:100_000])
+    peer.lost()
+    assert partials(stack) == [".json", ".part"] and stack.stored() == {}
+    assert file_events(alice) == []
+    rest = BODY[100_000:]
+    # A wrong offset: 409, the right one in Upload-Offset and the JSON body; nothing read.
+    wrong = {**auth, "Accept": "application/json",
+             "Content-Range": f"bytes 99000-{len(BODY) - 1}/{len(BODY)}"}
+    _, got = stack.put(BODY[99_000:], None, fields=wrong)
+    assert got.status == 409 and got.header("upload-offset") == "100000"
+    error = got.json()
+    assert (error["code"], error["offset"]) == ("bad_offset", 100_000)
+    assert f"Content-Range: bytes 100000-{len(BODY) - 1}/{len(BODY)}" in error["text"]
+    assert partials(stack) == [".json", ".part"]
+    # Without the CRC it started with, a Content-Range cannot be matched to it.
+    no_crc = {"Authorization": auth["Authorization"],
+              "Content-Range": f"bytes 100000-{len(BODY) - 1}/{len(BODY)}"}
+    _, got = stack.put(rest, None, fields=no_crc)
+    assert got.status == 400 and "X-CRC32" in got.text
+    right = {**auth, "Content-Range": f"bytes 100000-{len(BODY) - 1}/{len(BODY)}"}
+    _, got = stack.put(rest, None, fields=right)
+    assert got.status == 201, got
+    assert list(stack.stored().values()) == [BODY]
+    assert partials(stack) == [] and len(file_events(alice)) == 1
 
 
 def test_a_stalled_upload_is_408_and_discarded(tmp_path: Path) -> None:
@@ -1040,6 +1098,34 @@ def test_curl_with_a_wrong_crc_stores_nothing(wired: WiredServer, tmp_path: Path
     erin.close()
 
 
+def test_curl_with_a_wrong_digest_stores_nothing_and_a_right_one_201(
+    wired: WiredServer, tmp_path: Path
+) -> None:
+    """Checked by the upload's worker, where the SHA-256 is computed anyway."""
+    gina, key = join(wired, "gina")
+    f = tmp_path / "digest.bin"
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    f.write_bytes(data)
+    wrong, right = hashlib.sha256(b"other").hexdigest(), hashlib.sha256(data).hexdigest()
+    before = names(wired.data_dir / "files")
+    got = curl("-T", str(f), "-H", f"Authorization: Bearer {key}",
+               "-H", f"Digest: sha-256={sha256_b64(b'other')}", upload_url(wired))
+    assert got.status == 422, got
+    assert got.body == (
+        f"SHA-256 mismatch: you declared {wrong}, the bytes have {right}. Nothing was stored.\n"
+    )
+    assert names(wired.data_dir / "files") == before
+    assert names(wired.data_dir / "tmp") == set()
+    assert [e for e in until_marker(gina, "after the digest") if e["type"] == "file"] == []
+    got = curl("-T", str(f), "-H", f"Authorization: Bearer {key}", "-H", "Accept: application/json",
+               "-H", f"Repr-Digest: sha-256=:{sha256_b64(data)}:", upload_url(wired))
+    assert got.status == 201, got
+    stored = json.loads(got.body)["file"]
+    assert stored["sha256"] == right
+    assert (wired.data_dir / "files" / stored["file_id"]).read_bytes() == data
+    gina.close()
+
+
 def test_an_interrupted_upload_leaves_nothing(wired: WiredServer) -> None:
     frank, key = join(wired, "frank")
     before = names(wired.data_dir / "files")
@@ -1056,6 +1142,42 @@ def test_an_interrupted_upload_leaves_nothing(wired: WiredServer) -> None:
     assert names(wired.data_dir / "files") == before
     assert [e for e in until_marker(frank, "after the cut") if e["type"] == "file"] == []
     frank.close()
+
+
+def test_curl_interrupted_then_resumed_with_content_range(
+    wired: WiredServer, tmp_path: Path
+) -> None:
+    hana, key = join(wired, "hana")
+    f = tmp_path / "big.bin"
+    data = os.urandom(8 * 1024 * 1024 + 11)
+    f.write_bytes(data)
+    size, crc = len(data), crc_hex(data)
+    auth = ["-H", f"Authorization: Bearer {key}", "-H", f"X-CRC32: {crc}"]
+    # Cut short: at 1 MB/s curl gives up after a second, a few MB short.
+    cut = curl("-T", str(f), *auth, "--limit-rate", "1M", "-m", "1", upload_url(wired))
+    assert cut.status in (0, 100) and 0 < cut.sent < size, cut  # no final answer
+    wired.wait_for_log(r"Upload big\.bin kept to be resumed")
+    assert names(wired.data_dir / "tmp") == set()
+    # Where to go on from: a wrong guess says it (409, Upload-Offset).
+    one = tmp_path / "one"
+    one.write_bytes(data[-1:])
+    last = f"Content-Range: bytes {size - 1}-{size - 1}/{size}"
+    got = curl("-v", "-T", str(one), *auth, "-H", last, "-H", "Accept: application/json",
+               upload_url(wired, "big.bin"))
+    assert got.status == 409, got
+    held = json.loads(got.body)["offset"]
+    assert 0 < held <= cut.sent and f"Upload-Offset: {held}".encode() in got.stderr
+    rest = tmp_path / "rest"
+    rest.write_bytes(data[held:])
+    got = curl("-T", str(rest), *auth, "-H", f"Content-Range: bytes {held}-{size - 1}/{size}",
+               "-H", "Accept: application/json", upload_url(wired, "big.bin"))
+    assert got.status == 201, got
+    stored = json.loads(got.body)["file"]
+    assert (stored["size"], stored["crc32"]) == (size, crc)
+    assert (wired.data_dir / "files" / stored["file_id"]).read_bytes() == data
+    assert hana.expect_event("file", name="big.bin")["size"] == size
+    assert names(wired.data_dir / "partial") == set()
+    hana.close()
 
 
 def test_curl_with_an_accounts_password(wired: WiredServer, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from twisted.internet import defer, task
 from twisted.python.threadpool import ThreadPool
 
 from chat import transfer as transfer_module
-from chat.pump import BULK_NICENESS, Pumped, PumpEnd, SerialWorker
+from chat.pump import BULK_NICENESS, Pump, Pumped, PumpEnd, SerialWorker
 from chat.transfer import (
     PUMP_BUFFER_BYTES,
     PUMP_BUFFERS,
@@ -222,6 +222,43 @@ def test_write_behind_starts_writeback_every_few_mib(
     assert len(calls) >= 2 and calls[0][0] == 0
     for (offset, n), (following, _) in itertools.pairwise(calls):
         assert n >= WRITE_BEHIND and following == offset + n  # each range once, in order
+
+
+def test_the_pump_reads_first_and_polls_only_when_the_socket_is_empty(
+    files: FileStore, loop: Loop, pair: tuple[socket.socket, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A poll before every read was a system call for nothing while data streams in."""
+    polls: list[int] = []  # the bytes read by each poll
+    real = Pump.wait_readable
+
+    def wait_readable(self: Pump) -> PumpEnd | None:
+        polls.append(up.transfer.done)
+        return real(self)
+
+    monkeypatch.setattr(Pump, "wait_readable", wait_readable)
+    server, client = pair
+    data = os.urandom(60_000)
+    client.sendall(data)  # all in the socket before the pump starts: no poll needed
+    up = begin(files, len(data) + 10)
+    pumped = up.pump(os.dup(server.fileno()), len(data) + 10, 30)
+    end = time.monotonic() + DEADLINE
+    while not polls:  # it reads until the socket runs dry, then waits
+        assert time.monotonic() < end
+        time.sleep(0.001)
+    assert polls == [len(data)]
+    client.sendall(b"0123456789")
+    assert loop.wait(pumped) == Pumped(len(data) + 10, PumpEnd.COMPLETE)
+    stored = loop.wait(up.finish())
+    assert files.path(stored.file_id).read_bytes() == data + b"0123456789"
+    assert stored.crc32 == f"{zlib.crc32(data + b'0123456789'):08x}"
+
+
+def test_crc32_is_isa_l_and_gives_zlibs_values() -> None:
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    assert transfer_module.crc32 is isal_zlib.crc32
+    data = os.urandom(100_000)
+    assert transfer_module.crc32(memoryview(data)[7:], 12345) == zlib.crc32(data[7:], 12345)
 
 
 def test_file_work_runs_at_a_lower_priority(

@@ -23,6 +23,7 @@ from twisted.protocols.basic import FileSender
 
 from chat import transfer as transfer_module
 from chat import wire
+from chat.render import error_text
 from chat.transfer import Upload, decode_file_name
 from chat.units import human_size
 from tests.support import Conn, MemoryServer, memory_server, relaxed_config
@@ -382,6 +383,44 @@ def test_crc_mismatch_names_both_and_stores_nothing(mem: MemoryServer) -> None:
     # the right CRC, in capitals, is accepted
     upload(alice, "a.txt", b"hello", crc(b"hello").upper())
     assert alice.events()[0]["type"] == "uploaded"
+
+
+class NoProducer:
+    def pauseProducing(self) -> None:
+        raise AssertionError("a few bytes never pause the connection")
+
+    resumeProducing = stopProducing = pauseProducing
+
+
+def test_a_declared_sha256_is_checked_by_the_upload_and_a_mismatch_stores_nothing(
+    mem: MemoryServer,
+) -> None:
+    """The SHA-256 is compared where the upload computes it, like the CRC-32."""
+    (alice,) = people(mem, "alice:json")
+    files = mem.factory.files
+    user = files.chat.registry.get("alice")
+    assert user is not None
+    want, have = hashlib.sha256(b"other").hexdigest(), hashlib.sha256(b"hello").hexdigest()
+    answers: list[Any] = []
+    up = files.offer(user, "user:alice", wire.Send("a.txt", 5), NoProducer(),
+                     expected_sha256=want)
+    assert isinstance(up, Upload)
+    up.write(b"hello")
+    files.complete(up, None, answers.append)
+    (error,) = answers
+    assert (error.code, error.params) == ("digest_mismatch", {"expected": want, "actual": have})
+    assert error_text(error) == (
+        f"SHA-256 mismatch: you declared {want}, the bytes have {have}. Nothing was stored."
+    )
+    assert [e for e in alice.events() if e["type"] == "file"] == []
+    assert_no_trace(mem)
+    up = files.offer(user, "user:alice", wire.Send("a.txt", 5), NoProducer(),
+                     expected_sha256=have.upper())
+    assert isinstance(up, Upload)
+    up.write(b"hello")
+    files.complete(up, None, answers.append)
+    assert answers[1].type == "uploaded" and answers[1].file.sha256 == have
+    assert stored(mem) == [answers[1].file.file_id]
 
 
 def test_connection_lost_mid_upload_leaves_no_trace(mem: MemoryServer) -> None:
