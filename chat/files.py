@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from chat import events as ev
 from chat import wire
 from chat.config import FileSettings
+from chat.filestore import FileStore
 from chat.partials import PartialKey
 from chat.sanitize import for_log
 from chat.service import ChatService, User
@@ -29,7 +30,6 @@ from chat.store import Store
 from chat.transfer import (
     CrcMismatch,
     DigestMismatch,
-    FileStore,
     Stored,
     Upload,
     crc_hex,

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from chat import events as ev
 from chat.config import LimitSettings
-from chat.transfer import FileStore
+from chat.filestore import FileStore
 
 
 class Sender(Protocol):

@@ -28,12 +28,13 @@ from chat.accounts import Accounts, Hasher, synchronous
 from chat.cluster import Node, NodeState
 from chat.config import Config, ConfigError
 from chat.files import FileService
+from chat.filestore import FileStore
 from chat.http import site
 from chat.protocol import ChatFactory
 from chat.quotas import Quotas
 from chat.service import ChatService
 from chat.store import Store, ThreadExecutor
-from chat.transfer import MAX_PUMPS, FileStore
+from chat.transfer import MAX_PUMPS
 
 #: The listen backlog of a ``tcp:``, ``ssl:`` or ``unix:`` endpoint that sets
 #: none: Twisted's 50 overflows when a whole class connects at once.

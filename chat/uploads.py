@@ -26,8 +26,9 @@ from zope.interface import implementer
 
 from chat import events as ev
 from chat.config import LimitSettings
+from chat.filestore import FileStore
 from chat.pump import Pumped, PumpEnd
-from chat.transfer import FileStore, Sink, Upload
+from chat.transfer import Sink, Upload
 
 #: Read size while an upload streams in through the reactor.
 RAW_READ_BYTES = 256 * 1024

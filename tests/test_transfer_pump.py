@@ -24,12 +24,12 @@ from twisted.internet import defer, task
 from twisted.python.threadpool import ThreadPool
 
 from chat import transfer as transfer_module
+from chat.filestore import FileStore
 from chat.pump import BULK_NICENESS, Pump, Pumped, PumpEnd, SerialWorker
 from chat.transfer import (
     PUMP_BUFFER_BYTES,
     PUMP_BUFFERS,
     WRITE_BEHIND,
-    FileStore,
     Stored,
     Upload,
 )
