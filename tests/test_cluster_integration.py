@@ -15,6 +15,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import threading
 import zlib
 from collections.abc import Iterator
@@ -322,13 +323,16 @@ def test_a_file_shared_on_one_node_is_fetched_from_another(
         assert bob.read_exact(len(data)) == data
         bob.send_line("/files")
         assert file_id in [f["file_id"] for f in bob.expect_event("files")["files"]]
+        # Over HTTP from the node that did not store it, with real curl.
+        url = f"http://127.0.0.1:{servers[1].http_port}/files/{file_id}/notes.bin"
+        got = subprocess.run(["curl", "-sf", url], capture_output=True, timeout=DEADLINE)
+        assert got.returncode == 0 and got.stdout == data
     finally:
         for server in servers:
             kill_quietly(server)
 
 
 def test_workers_share_one_port(redis: RedisServer, tmp_path: Path) -> None:
-    import subprocess
     import sys
 
     port = free_port()
