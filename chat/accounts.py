@@ -113,6 +113,9 @@ class Accounts:
         self._accounts: dict[str, tuple[str, str]] = {}
         self._operators: set[str] = set()
         self._bans: dict[tuple[str, str], Ban] = {}
+        #: Told ``(key, record or None)`` of every change to an account here
+        #: (a cluster's other nodes); the record is ``record(key)``'s.
+        self.changed: list[Callable[[str, dict[str, Any] | None], object]] = []
 
     def load(self) -> None:
         """Read accounts, operators and bans (at start-up, before connections)."""
@@ -148,6 +151,7 @@ class Accounts:
 
         def made(hashed: str) -> defer.Deferred[None]:
             self._accounts[key] = (name, hashed)
+            self._tell(key)
             return self._write(
                 "INSERT OR REPLACE INTO accounts (key, name, hash, created, operator) "
                 "VALUES (?, ?, ?, ?, ?)", (key, name, hashed, now, int(key in self._operators)),
@@ -184,6 +188,7 @@ class Accounts:
 
         def made(hashed: str) -> defer.Deferred[None]:
             self._accounts[key] = (self._accounts[key][0], hashed)
+            self._tell(key)
             return self._write("UPDATE accounts SET hash = ? WHERE key = ?", (hashed, key))
 
         return self._hash(lambda: self._passwords.hash(password)).addCallback(made)
@@ -192,6 +197,7 @@ class Accounts:
         key = name.lower()
         self._accounts.pop(key, None)
         self._operators.discard(key)
+        self._tell(key)
         return self._write("DELETE FROM accounts WHERE key = ?", (key,))
 
     def set_operator(self, name: str, on: bool) -> defer.Deferred[None] | None:
@@ -204,7 +210,45 @@ class Accounts:
             self._operators.add(key)
         else:
             self._operators.discard(key)
+        self._tell(key)
         return self._write("UPDATE accounts SET operator = ? WHERE key = ?", (int(on), key))
+
+    # --- in a cluster ---
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The account ``key`` as other nodes keep it (its Argon2id hash, never a password)."""
+        entry = self._accounts.get(key)
+        if entry is None:
+            return None
+        return {"key": key, "name": entry[0], "hash": entry[1],
+                "operator": key in self._operators}
+
+    def keys(self) -> list[str]:
+        return list(self._accounts)
+
+    def _tell(self, key: str) -> None:
+        for tell in self.changed:
+            tell(key, self.record(key))
+
+    def apply(self, key: str, record: dict[str, Any] | None) -> None:
+        """An account made, changed or removed on another node: the same here."""
+        if record is None:
+            if self._accounts.pop(key, None) is not None:
+                self._operators.discard(key)
+                self._write("DELETE FROM accounts WHERE key = ?", (key,))
+            return
+        name, hashed, operator = str(record["name"]), str(record["hash"]), bool(record["operator"])
+        if self._accounts.get(key) == (name, hashed) and (key in self._operators) == operator:
+            return
+        self._accounts[key] = (name, hashed)
+        if operator:
+            self._operators.add(key)
+        else:
+            self._operators.discard(key)
+        self._write(
+            "INSERT OR REPLACE INTO accounts (key, name, hash, created, operator) "
+            "VALUES (?, ?, ?, ?, ?)", (key, name, hashed, self._clock.seconds(), int(operator)),
+        )
 
     # --- bans ---
 

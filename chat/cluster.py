@@ -45,6 +45,7 @@ USERS = PREFIX + "users"
 NODES = PREFIX + "nodes"
 FILES = PREFIX + "files"
 ROOMS = PREFIX + "rooms"
+ACCOUNTS = PREFIX + "accounts"
 #: Who publishes the leaves of a dead node's users.
 REAPER = "-reaper"
 
@@ -147,7 +148,9 @@ class Node:
         self.id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.history_max = history_max
         self.state = NodeState.STARTING
-        self.mirror = Mirror(chat, self.id)
+        self.mirror = Mirror(chat, self.id, self._forgotten)
+        #: Names (lower case) whose ghost going someone waits for (``take_over``).
+        self._freeing: dict[str, list[defer.Deferred[bool]]] = {}
         address = parse_url(settings.redis_url)
         self._cmd = Link(reactor, address, "commands", self._cmd_up, self._down)
         self._sub = Link(reactor, address, "pub/sub", self._sub_up, self._down, self._message)
@@ -171,6 +174,7 @@ class Node:
             "room": self.mirror.room_changed, "reply": chat.told,
         }
         chat.rooms.changed.append(self._room_changed)
+        self._accounts: Any = None
 
     @property
     def ready(self) -> bool:
@@ -309,6 +313,8 @@ class Node:
             top = self.last_id
         flat = snap[1]
         users = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        if self._accounts is not None:
+            yield self._sync_accounts(cmd)
         rooms = yield cmd.execute_command("HVALS", ROOMS)
         for raw in rooms:
             self.mirror.room_changed(json.loads(raw))
@@ -470,6 +476,36 @@ class Node:
         self._control({"op": "kick", "node": user.peer.node, "name": user.name,
                        "reason": reason})
 
+    def share_accounts(self, accounts: Any) -> None:
+        """Accounts (``chat.accounts.Accounts``) made, changed or removed on any
+        node are the same on every node: told at once, kept in Redis for
+        nodes to come (their Argon2id hashes; Redis is the cluster's own)."""
+        self._accounts = accounts
+        accounts.changed.append(self._account_changed)
+        self.handlers["account"] = lambda data: accounts.apply(
+            str(data["key"]), data.get("record"))
+
+    def _account_changed(self, key: str, record: dict[str, Any] | None) -> None:
+        cmd = self._cmd.protocol
+        if cmd is None or self.state is not NodeState.READY:
+            return
+        if record is None:
+            cmd.execute_command("HDEL", ACCOUNTS, key).addErrback(lambda f: None)
+        else:
+            cmd.execute_command("HSET", ACCOUNTS, key, json.dumps(record)).addErrback(
+                lambda f: None)
+        self.tell("account", {"key": key, "record": record})
+
+    @defer.inlineCallbacks
+    def _sync_accounts(self, cmd: Any) -> Any:
+        """This node's accounts that the cluster lacks go to Redis; then Redis's win."""
+        accounts = self._accounts
+        for key in accounts.keys():
+            yield cmd.execute_command("HSETNX", ACCOUNTS, key, json.dumps(accounts.record(key)))
+        flat = yield cmd.execute_command("HGETALL", ACCOUNTS)
+        for i in range(0, len(flat), 2):
+            accounts.apply(flat[i], json.loads(flat[i + 1]))
+
     def _room_changed(self, room: Any) -> None:
         """A room's settings changed here: kept in Redis for nodes to come, told to the others."""
         cmd = self._cmd.protocol
@@ -483,6 +519,27 @@ class Node:
     def tell(self, op: str, data: dict[str, Any]) -> None:
         """Tell the other nodes of something done here (``handlers[op]`` there)."""
         self._control({**data, "op": op})
+
+    def take_over(self, user: Any) -> defer.Deferred[bool]:
+        """An account's password was given here while its session is on another
+        node: that node closes it (``taken_over``); True once the name is free
+        here, False if it is not within ``cluster.node_timeout``."""
+        self._control({"op": "take_over", "node": user.peer.node, "name": user.name})
+        d: defer.Deferred[bool] = defer.Deferred()
+        waiting = self._freeing.setdefault(user.name.lower(), [])
+        waiting.append(d)
+
+        def too_late() -> None:
+            if d in waiting:
+                waiting.remove(d)
+                d.callback(False)
+
+        self.reactor.callLater(self.settings.node_timeout, too_late)
+        return d
+
+    def _forgotten(self, name: str) -> None:
+        for d in self._freeing.pop(name.lower(), ()):
+            d.callback(True)
 
     def _control(self, body: dict[str, Any]) -> None:
         cmd = self._cmd.protocol
@@ -528,10 +585,14 @@ class Node:
 
     def _controlled(self, node: str, data: dict[str, Any]) -> None:
         op = data.get("op")
-        if op == "kick" and data.get("node") == self.id:
+        if op in ("kick", "take_over") and data.get("node") == self.id:
             user = self.chat.registry.get(str(data.get("name", "")))
-            if user is not None and not _remote(user):
+            if user is None or _remote(user):
+                return
+            if op == "kick":
                 self.chat.kick(user.name, str(data.get("reason", "")))
+            else:
+                self.chat.taken_over(user)
         elif node != self.id and isinstance(op, str) and op in self.handlers:
             self.handlers[op](data)
 

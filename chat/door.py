@@ -220,8 +220,17 @@ class Door:
             self._register(conn, name, account)
             return None
         if held is not None:  # a user of another node has it
-            self._refuse(conn, ev.error("name_taken", name=name))
-            return None
+            if not account:
+                self._refuse(conn, ev.error("name_taken", name=name))
+                return None
+
+            def freed(free: bool) -> Answer:
+                if free and conn.state is not wire.State.CLOSED:
+                    return self._enter(conn, name, account=True)
+                self._refuse(conn, ev.error("name_taken", name=name))
+                return None
+
+            return cluster.take_over(held).addCallback(freed)
 
         def claimed(won: bool) -> None:
             if not won:

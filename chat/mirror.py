@@ -14,6 +14,7 @@ later finds the same picture there.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from chat import events as ev
@@ -58,9 +59,13 @@ def _remote(user: Any) -> bool:
 class Mirror:
     """Other nodes' events, applied to this node's chat."""
 
-    def __init__(self, chat: Any, node: str) -> None:
+    def __init__(
+        self, chat: Any, node: str, forgotten: Callable[[str], object] = lambda name: None
+    ) -> None:
+        """``forgotten``: told the name of every ghost that goes."""
         self.chat = chat
         self.node = node
+        self._forgotten = forgotten
 
     # --- what an event of this node changes in Redis ---
 
@@ -248,6 +253,7 @@ class Mirror:
         chat.rooms.leave_all(ghost)
         if chat.registry.get(ghost.name) is ghost:
             chat.registry.remove(ghost.name)
+        self._forgotten(ghost.name)
 
     def _room(self, name: str | None) -> Room | None:
         if not name:

@@ -44,6 +44,12 @@ class Cluster(Protocol):
 
     def settled(self, peer: Any) -> defer.Deferred[None]: ...
 
+    def take_over(self, user: Any) -> defer.Deferred[bool]: ...
+
+    def claim(self, name: str, account: bool) -> defer.Deferred[bool]: ...
+
+    def release(self, name: str) -> None: ...
+
     def tell(self, op: str, data: dict[str, Any]) -> None: ...
 
 
@@ -253,10 +259,8 @@ class ChatService:
         if problem is not None:
             return invalid_name(problem, name)
         stale = self.registry.get(name)
-        if stale is not None and account:
-            self.reply(stale.peer, ev.error("taken_over"))
-            self.leave(stale, "logged in elsewhere")
-            stale.peer.disconnect("logged in elsewhere")
+        if stale is not None and account and not getattr(stale.peer, "remote", False):
+            self.taken_over(stale)
         now = self.clock.seconds()
         user = User(name, peer, secrets.token_urlsafe(24), address, now, now,
                     account=account, operator=operator)
@@ -285,6 +289,12 @@ class ChatService:
             )
         self.log.info("{name} joined from {address}", name=name, address=for_log(address))
         return user
+
+    def taken_over(self, stale: User) -> None:
+        """An account logged in again: its older session is told why, and closed."""
+        self.reply(stale.peer, ev.error("taken_over"))
+        self.leave(stale, "logged in elsewhere")
+        stale.peer.disconnect("logged in elsewhere")
 
     def greet(self, user: User, room: Room) -> None:
         """Who is in ``room``, its topic and its recent history, to who just came in."""

@@ -229,6 +229,32 @@ def test_kicks_and_bans_reach_users_on_other_nodes(redis: RedisServer, tmp_path:
             kill_quietly(server)
 
 
+def test_an_account_logging_in_on_another_node_takes_its_session_over(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    # Two workers of one machine: one data directory, so one set of accounts.
+    shared = tmp_path / "shared"
+    servers = [node(redis, shared, f"t{i}") for i in range(2)]
+    try:
+        alice = servers[0].client("alice")
+        alice.send_line("/register correct horse battery")
+        alice.expect("is an account now")
+        watcher = json_client(servers[1], "watcher")
+        again = LineClient(servers[1].port)
+        again.send_line("/login alice correct horse battery")
+        again.expect(r"^Welcome to the chat, alice\.")
+        alice.expect("logged in from elsewhere")
+        assert alice.closed()
+        assert watcher.expect_event("leave", name="alice")["reason"] == "logged in elsewhere"
+        assert watcher.expect_event("join", name="alice")["account"] is True
+        guest = LineClient(servers[0].port)
+        guest.send_line("alice")  # a guest may not: the name is an account's
+        guest.expect("registered")
+    finally:
+        for server in servers:
+            kill_quietly(server)
+
+
 def test_history_survives_every_node_restarting(redis: RedisServer, tmp_path: Path) -> None:
     first = [node(redis, tmp_path / f"node{i}", f"n{i}") for i in range(2)]
     alice = json_client(first[0], "alice")
