@@ -153,3 +153,24 @@ def test_lines_are_refused_with_a_clear_error_while_cut_off(tmp_path: Path) -> N
     assert server.store.recent("#lobby", 10) == []
     bob.line("still here")
     assert "out of reach" in bob.take().decode()
+
+
+def test_an_account_made_on_one_node_is_applied_on_another(tmp_path: Path) -> None:
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+    here = memory_server(tmp_path / "a")
+    there = memory_server(tmp_path / "b")
+    told: list[tuple[str, Any]] = []
+    here.factory.accounts.changed.append(lambda key, record: told.append((key, record)))
+    alice = here.user("alice", "json")
+    alice.line("/register correct horse battery")
+    (key, record), = told
+    assert key == "alice" and record["hash"].startswith("$argon2id$")
+    assert "correct horse" not in json.dumps(record)
+    there.factory.accounts.apply(key, record)
+    assert there.factory.accounts.verify("alice", "correct horse battery").result is True
+    there.store.close()
+    again = memory_server(tmp_path / "b")  # and it was written to that node's SQLite
+    assert again.factory.accounts.exists("alice")
+    again.factory.accounts.apply("alice", None)
+    assert not again.factory.accounts.exists("alice")
