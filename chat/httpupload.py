@@ -3,50 +3,35 @@
 The same path as ``/send`` (``chat.files``): the same size limit, name rules,
 quotas, disk margin, stall rule, temporary file, checks and announcement; only
 the wire differs. ``HttpUploads`` is the file site's body taker
-(``chat.httpchannel``): it claims upload requests by their request line and,
-once a request's head is in and before a byte of its body is read, checks
-
-1. the framing and the headers: a ``Content-Length`` (411 without one; a
-   chunked body is never taken), the size limit (413 naming it), the name in
-   the path, ``X-CRC32``, a SHA-256 digest (``Repr-Digest`` or
-   ``Content-Digest``, RFC 9530, or the older ``Digest``), no content coding;
-2. who uploads: ``Authorization: Bearer KEY`` (a connected user's session
-   key) or ``Basic`` (an account's name and password, checked off the reactor
-   and throttled together with the chat's logins): 401, 429, 403 for a ban;
-3. ``FileService.offer``: the room, quotas, disk space (409, 403, 429, 507).
-
-A refusal is answered at once with ``Connection: close`` and the body is never
-read (``Expect: 100-continue`` gets its final answer, no ``100``). An accepted
-body streams into the ``Upload`` as Twisted reads it, never into Twisted's
-request spool, with reading paused while the upload's disk queue is full, and
-is timed by the ``/send`` stall rule (``UploadReceiver``): too slow and it is
-discarded with a 408. After the last byte ``FileService.complete`` checks,
-stores and announces it, and the request is answered ``201 Created`` (text,
-or JSON for ``Accept: application/json``). A connection lost before the last
-byte stores and announces nothing; an upload sent with ``X-CRC32`` keeps what
-arrived (``chat.partials``, as ``/send`` does) and a ``PUT`` with
-``Content-Range: bytes OFFSET-LAST/SIZE`` continues it (409 and
+(``chat.httpchannel``): it claims upload requests by their request line
+(``chat.uploadheaders``) and makes each an ``IncomingUpload``, which, once the
+head is in and before a byte of the body is read, passes its ``Gate``
+(``chat.uploadgate``: the head's checks, who uploads, then
+``FileService.offer``). A refusal is answered at once with ``Connection:
+close`` and the body is never read (``Expect: 100-continue`` gets its final
+answer, no ``100``; the words and statuses are ``chat.uploadanswers``'). An
+accepted body streams into the ``Upload`` as Twisted reads it, never into
+Twisted's request spool, with reading paused while the upload's disk queue is
+full, and is timed by the ``/send`` stall rule (``UploadReceiver``): too slow
+and it is discarded with a 408. After the last byte ``FileService.complete``
+checks, stores and announces it, and ``UploadResource`` answers the request
+``201 Created`` (text, or JSON for ``Accept: application/json``). A connection
+lost before the last byte stores and announces nothing; an upload sent with
+``X-CRC32`` keeps what arrived (``chat.partials``, as ``/send`` does) and a
+``PUT`` with ``Content-Range: bytes OFFSET-LAST/SIZE`` continues it (409 and
 ``Upload-Offset`` if OFFSET is not what the server holds).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import dataclasses
-import math
-import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from chat import events as ev
@@ -56,268 +41,21 @@ from chat.config import LimitSettings
 from chat.files import FileService
 from chat.httpchannel import TEXT_PLAIN, BodylessRequest, FileChannel
 from chat.limits import Exempt, LoginThrottle
-from chat.partials import resume_owner
-from chat.quotas import uploader_key
-from chat.render import REFUSALS, JsonRenderer, error_text
 from chat.sanitize import for_log
-from chat.transfer import Upload, decode_file_name
-from chat.units import human_size, plural
+from chat.transfer import Upload
+from chat.units import plural
+from chat.uploadanswers import (
+    CHALLENGE_BASIC,
+    CHALLENGE_BEARER,
+    error_body,
+    file_url,
+    status_of,
+    stored_body,
+    upload_error,
+)
+from chat.uploadgate import Gate, Offer, UploadHead, check_head
+from chat.uploadheaders import UploadLine, upload_line, wants_json
 from chat.uploads import UploadReceiver
-
-#: The methods that upload (exactly so: HTTP methods are case-sensitive).
-UPLOAD_METHODS = (b"PUT", b"POST")
-JSON = "application/json"
-REALM = "lanchat"
-CHALLENGE_BEARER = f'Bearer realm="{REALM}"'
-CHALLENGE_BASIC = f'Basic realm="{REALM}", charset="UTF-8"'
-
-_RENDER = JsonRenderer()
-
-
-# --- reading a request's head ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UploadLine:
-    """What the request line of an upload says."""
-
-    method: bytes
-    #: The NAME in ``/upload/NAME``, still percent-encoded ("" if none).
-    name: str
-    version: bytes
-
-
-def upload_line(request_line: bytes) -> UploadLine | None:
-    """The upload a request line asks for, or None if it is not an upload.
-
-    The first path segment is compared percent-decoded, as Twisted's resource
-    lookup does, so a request is claimed exactly when it would reach
-    ``/upload``; the rest is the name, left encoded for ``decode_file_name``.
-    """
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or parts[0] not in UPLOAD_METHODS:
-        return None
-    path = parts[1].split(b"?", 1)[0]
-    if not path.startswith(b"/"):
-        return None  # absolute-form and "*": Twisted would not route them here either
-    first, _, rest = path[1:].partition(b"/")
-    if unquote_to_bytes(first) != b"upload":
-        return None
-    # Twisted has checked the target is printable ASCII.
-    return UploadLine(parts[0], rest.decode("ascii", "replace"), parts[2])
-
-
-class BadRequest(Exception):
-    """A request header that cannot be taken; the message says why."""
-
-
-def declared_crc(headers: Headers) -> int | None:
-    """``X-CRC32``: exactly 8 hex digits, as ``/send`` takes them (None if absent)."""
-    values = headers.getRawHeaders(b"x-crc32")
-    if not values:
-        return None
-    if len(values) > 1 or not re.fullmatch(rb"[0-9A-Fa-f]{8}", values[0]):
-        raise BadRequest("X-CRC32 must be exactly 8 hex digits.")
-    return int(values[0], 16)
-
-
-def declared_range(headers: Headers, length: int) -> tuple[int, int] | None:
-    """``Content-Range: bytes FIRST-LAST/SIZE`` (RFC 9110) of a resumed PUT: ``(FIRST, SIZE)``.
-
-    The body must be exactly bytes FIRST to LAST of a file of SIZE bytes, so
-    ``LAST - FIRST + 1`` is the ``Content-Length``. None if absent.
-    """
-    values = headers.getRawHeaders(b"content-range")
-    if not values:
-        return None
-    found = re.fullmatch(rb"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20})", values[0].strip())
-    if len(values) > 1 or found is None:
-        raise BadRequest("Content-Range must be bytes FIRST-LAST/SIZE (FIRST: the offset).")
-    first, last, size = (int(v) for v in found.groups())
-    if not first <= last < size or last - first + 1 != length:
-        raise BadRequest(
-            "Content-Range must name exactly the body's bytes: LAST - FIRST + 1 = "
-            "Content-Length, and LAST below SIZE."
-        )
-    return first, size
-
-
-def _sha256_value(encoded: bytes, field: str) -> bytes:
-    try:
-        raw = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest(f"{field}: sha-256 is not valid base64.") from None
-    if len(raw) != 32:
-        raise BadRequest(f"{field}: sha-256 must be 32 bytes, not {len(raw)}.")
-    return raw
-
-
-def declared_sha256(headers: Headers) -> bytes | None:
-    """The SHA-256 the client declares for the body, if any (32 bytes).
-
-    ``Repr-Digest`` and ``Content-Digest`` (RFC 9530: a dictionary whose
-    values are byte sequences, ``sha-256=:BASE64:``; the two are the same here,
-    as no content coding is taken) and the older ``Digest`` (RFC 3230:
-    ``SHA-256=BASE64``). Other algorithms are ignored; a malformed sha-256
-    value, or two that disagree, is a bad request.
-    """
-    found: set[bytes] = set()
-    for key, field in ((b"repr-digest", "Repr-Digest"), (b"content-digest", "Content-Digest")):
-        for value in headers.getRawHeaders(key, []):
-            for member in value.split(b","):  # base64 has no comma
-                name, _, item = member.strip().partition(b"=")
-                if name.strip() != b"sha-256":  # structured-field keys are lowercase
-                    continue
-                item = item.split(b";", 1)[0].strip()  # parameters say nothing here
-                if len(item) < 2 or item[:1] != b":" or item[-1:] != b":":
-                    raise BadRequest(f"{field}: sha-256 must be a byte sequence, :BASE64:.")
-                found.add(_sha256_value(item[1:-1], field))
-    for value in headers.getRawHeaders(b"digest", []):
-        for member in value.split(b","):
-            name, _, item = member.strip().partition(b"=")
-            if name.strip().lower() == b"sha-256":
-                found.add(_sha256_value(item.strip(), "Digest"))
-    if len(found) > 1:
-        raise BadRequest("The SHA-256 digests given disagree.")
-    return found.pop() if found else None
-
-
-@dataclass(frozen=True)
-class Bearer:
-    key: str
-
-
-@dataclass(frozen=True)
-class Basic:
-    name: str
-    password: str
-
-
-def credentials(values: list[bytes] | None) -> Bearer | Basic | None:
-    """What one ``Authorization`` header holds (None: none, several, or unusable)."""
-    if not values or len(values) != 1:
-        return None
-    scheme, _, rest = values[0].strip().partition(b" ")
-    rest = rest.strip()
-    if not rest:
-        return None
-    if scheme.lower() == b"bearer":
-        return Bearer(rest.decode("ascii", "replace"))
-    if scheme.lower() == b"basic":
-        try:
-            raw = base64.b64decode(rest, validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        name, colon, password = raw.partition(b":")
-        if not colon or not name:
-            return None
-        # "replace", never "surrogateescape": a lone surrogate breaks logs and SQLite.
-        return Basic(name.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
-    return None
-
-
-def wants_json(values: list[bytes] | None) -> bool:
-    """Whether ``Accept`` asks for ``application/json`` (with a q above 0)."""
-    for value in values or []:
-        for item in value.split(b","):
-            media, *params = item.split(b";")
-            if media.strip().lower() != JSON.encode():
-                continue
-            for param in params:
-                key, _, q = param.strip().partition(b"=")
-                if key.strip().lower() == b"q":
-                    try:
-                        return float(q) > 0
-                    except ValueError:
-                        return False
-            return True
-    return False
-
-
-# --- answers ----------------------------------------------------------------------------
-
-#: The HTTP status of each error code an upload can end with.
-_STATUS: dict[str, tuple[int, str]] = {
-    "bad_request": (400, "Bad Request"),
-    "unauthorised": (401, "Unauthorized"),
-    "bad_session": (401, "Unauthorized"),
-    "bad_password": (401, "Unauthorized"),
-    "banned": (403, "Forbidden"),
-    "upload_stalled": (408, "Request Timeout"),
-    "not_in_room": (409, "Conflict"),
-    "length_required": (411, "Length Required"),
-    "too_large": (413, "Content Too Large"),
-    "unsupported_coding": (415, "Unsupported Media Type"),
-    "crc_mismatch": (422, "Unprocessable Content"),
-    "digest_mismatch": (422, "Unprocessable Content"),
-    "too_many_attempts": (429, "Too Many Requests"),
-    "bad_offset": (409, "Conflict"),
-    "store_failed": (500, "Internal Server Error"),
-    "internal": (500, "Internal Server Error"),
-}
-#: ... and of each reason a well-formed upload is ``refused`` for (``name_*``: 400).
-_REFUSED_STATUS: dict[str, tuple[int, str]] = {
-    "quota": (403, "Forbidden"),
-    "daily_quota": (403, "Forbidden"),
-    "in_progress": (409, "Conflict"),
-    "reservation": (429, "Too Many Requests"),
-    "disk": (507, "Insufficient Storage"),
-}
-
-
-def status_of(error: ev.Error) -> tuple[int, str]:
-    if error.code == "refused":
-        reason = str(error.params.get("reason", ""))
-        if reason.startswith("name_"):
-            return 400, "Bad Request"
-        return _REFUSED_STATUS.get(reason, (403, "Forbidden"))
-    return _STATUS.get(error.code, (400, "Bad Request"))
-
-
-def words(error: ev.Error) -> str:
-    """The words of an upload's error. A refusal says nothing was read: the
-    chat's own words ("the bytes are discarded") describe ``/send``."""
-    if error.code == "refused" and error.text is None:
-        template = REFUSALS.get(str(error.params.get("reason")))
-        if template is not None:
-            values = dict(error.params)
-            for key in ("limit", "size", "quota", "used"):
-                if isinstance(values.get(key), int):
-                    values[f"{key}_human"] = human_size(values[key])
-            try:
-                return template.format_map(values) + " Nothing was read or stored."
-            except (KeyError, ValueError):
-                pass
-    return error_text(error)
-
-
-def _error(code: str, text: str, **params: Any) -> ev.Error:
-    """An error of this endpoint's own, worded here (``render`` knows only the chat's)."""
-    return ev.Error(code, "upload", params, text)
-
-
-def error_body(error: ev.Error, as_json: bool) -> tuple[str, str]:
-    """``(body, content type)`` of an error answer."""
-    error = dataclasses.replace(error, command="upload", text=words(error))
-    if as_json:
-        return _RENDER.render(error).decode("utf-8").rstrip("\r\n") + "\n", JSON
-    return error.text + "\n", TEXT_PLAIN  # type: ignore[operator]
-
-
-def file_url(info: ev.FileInfo) -> str:
-    """The file's URL; relative if the server does not know its own address."""
-    return info.url or f"/files/{info.file_id}/{quote(info.name, safe='')}"
-
-
-def stored_body(info: ev.FileInfo, as_json: bool) -> tuple[str, str]:
-    """``(body, content type)`` of a ``201 Created``."""
-    if as_json:
-        return _RENDER.render(ev.Uploaded(info)).decode("utf-8").rstrip("\r\n") + "\n", JSON
-    return (
-        f"Stored {info.name}: id {info.file_id}, {plural(info.size, 'byte')}, "
-        f"CRC-32 {info.crc32}.\n{file_url(info)}\n"
-    ), TEXT_PLAIN
-
 
 # --- one upload request ----------------------------------------------------------------
 
@@ -353,7 +91,7 @@ class _Holding:
 
 
 class IncomingUpload:
-    """One upload request: checked and authorised, then its body streamed, then answered.
+    """One upload request: let in by its ``Gate``, then its body streamed, then answered.
 
     ``state``: ``checking`` (the head is in, nothing read), ``waiting`` (a
     password is being checked: reading is held, and what came in the head's
@@ -379,12 +117,8 @@ class IncomingUpload:
         self.state = "checking"
         self.who = ""
         self.name = ""
-        self._crc: int | None = None
-        #: The whole file's size and where this body starts (``Content-Range``).
-        self._size = length or 0
-        self._offset = 0
-        #: The declared SHA-256 (hex): the upload checks it where it hashes anyway.
-        self._want_sha: str | None = None
+        #: What the head declares, once its checks are passed.
+        self._head: UploadHead | None = None
         self._pending: list[bytes] = []
         self._holding = _Holding(self._channel)
         self._receiver: UploadReceiver | None = None
@@ -395,7 +129,7 @@ class IncomingUpload:
         #: was answered directly or its connection is gone.
         self.outcome: defer.Deferred[ev.Event | None] = defer.Deferred()
 
-    # --- checking ---
+    # --- the way in ---
 
     def begin(self) -> None:
         headers = self._request.requestHeaders
@@ -408,171 +142,37 @@ class IncomingUpload:
         )
         # No idle timer while checking and streaming: the stall rule times the body.
         self._channel.suspend_idle()
-        problem = self._check(headers)
-        if problem is not None:
-            self.refuse(problem)
+        head = check_head(self._line, self.length, headers, self._uploads.files.store)
+        if isinstance(head, ev.Error):
+            self.refuse(head)
             return
-        self._authorise(headers)
+        self._head = head
+        self.name = head.name
+        Gate(self._uploads, self, head).open(headers)
 
-    def _check(self, headers: Headers) -> ev.Error | None:
-        if self.length is None or headers.hasHeader(b"transfer-encoding") or not (
-            headers.hasHeader(b"content-length")
-        ):
-            return _error(
-                "length_required",
-                "An upload needs a Content-Length (a chunked body is not taken).",
-            )
-        try:
-            resumed = declared_range(headers, self.length)
-        except BadRequest as e:
-            return _error("bad_request", str(e))
-        if resumed is not None:
-            self._offset, self._size = resumed
-            if self._line.method != b"PUT":
-                return _error("bad_request", "Only a PUT continues an upload (Content-Range).")
-        too_large = self._uploads.files.store.too_large(self._size)
-        if too_large is not None:
-            return too_large
-        if not self._line.name:
-            return _error("bad_request", "Name the file in the path: PUT /upload/NAME.")
-        name, why = decode_file_name(self._line.name)
-        if why is not None:
-            return ev.error("refused", "upload", size=self.length, **why)
-        assert name is not None
-        self.name = name
-        for value in headers.getRawHeaders(b"content-encoding", []):
-            if any(c.strip().lower() not in (b"", b"identity") for c in value.split(b",")):
-                return _error(
-                    "unsupported_coding",
-                    "The body is stored as it is sent: no Content-Encoding is taken.",
-                )
-        try:
-            self._crc = declared_crc(headers)
-            want = declared_sha256(headers)
-            self._want_sha = want.hex() if want is not None else None
-        except BadRequest as e:
-            return _error("bad_request", str(e))
-        if resumed is not None and self._crc is None:
-            return _error(
-                "bad_request", "A Content-Range continues an upload sent with X-CRC32: send it too."
-            )
-        return None
+    # uploadgate.Gated
 
-    def _authorise(self, headers: Headers) -> None:
-        uploads = self._uploads
-        accounts = uploads.accounts
-        if accounts is not None:
-            ban = accounts.banned(host=self.host)
-            if ban is not None:
-                self.refuse(ev.error("banned", "upload", until=ban.until, reason=ban.reason))
-                return
-        given = headers.getRawHeaders(b"authorization")
-        found = credentials(given)
-        if isinstance(found, Bearer):
-            user = uploads.files.chat.by_session(found.key)
-            if user is None:
-                self.refuse(ev.error("bad_session", "upload"), invalid_token=True)
-                return
-            self.who = user.name
-            key = uploader_key(self.host, user.name, uploads.shared, user.account)
-            holder = resume_owner(self.host, user.name, user.account)
-            self._offer(
-                lambda send, p: uploads.files.offer(
-                    user, key, send, p, holder, expected_sha256=self._want_sha
-                )
-            )
-        elif isinstance(found, Basic) and accounts is not None:
-            self._login(found, accounts)
-        else:
-            how = "a session key (Authorization: Bearer KEY; /session shows yours)"
-            if accounts is not None:
-                how += " or an account's name and password (HTTP Basic)"
-            said = "Unusable credentials" if given else "No credentials"
-            self.refuse(_error("unauthorised", f"{said}: an upload needs {how}."))
-
-    def _login(self, given: Basic, accounts: Accounts) -> None:
-        """An account's password: off the reactor, throttled like a chat login."""
-        throttle = self._uploads.throttle
-        keys = throttle.keys(given.name, self.host)
-        wait = throttle.refused_for(*keys)
-        if wait > 0:
-            seconds = math.ceil(wait)
-            self.refuse(
-                ev.error("too_many_attempts", "upload", wait=seconds),
-                headers=[("Retry-After", str(seconds))],
-            )
-            return
-        delay = throttle.delay(*keys)
+    def wait(self) -> None:
         self.state = "waiting"
         self._channel.hold_body("auth")
-        d = accounts.verify(given.name, given.password)
-        d.addCallback(self._checked, given, keys, delay)
-        d.addErrback(self._internal, "checking a password")
 
-    def _checked(self, good: bool, given: Basic, keys: tuple[str, ...], delay: float) -> None:
-        uploads = self._uploads
-        throttle = uploads.throttle
-        # Counted even if the client has gone: hanging up must not buy guesses.
-        if not good:
-            throttle.failed(*keys)
-            self.log.info(
-                "Failed HTTP upload login for {name} from {host}",
-                name=for_log(given.name), host=self.host,
-            )
-        else:
-            throttle.succeeded(given.name, self.host)
-        if self.state != "waiting":
-            return
-        if not good:
-            def wrong() -> None:
-                if self.state == "waiting":
-                    self.refuse(ev.error("bad_password", "upload"))
-
-            # As at the chat's door: a failure is answered later the more there were.
-            if delay > 0:
-                task.deferLater(self._uploads.clock, delay, wrong)  # type: ignore[arg-type]
-            else:
-                wrong()
-            return
-        assert uploads.accounts is not None
-        ban = uploads.accounts.banned(name=given.name)
-        if ban is not None:
-            self.refuse(ev.error("banned", "upload", until=ban.until, reason=ban.reason))
-            return
-        key = uploader_key(self.host, given.name, uploads.shared, account=True)
-        holder = resume_owner(self.host, given.name, account=True)
-        user = uploads.files.chat.registry.get(given.name)
-        if user is not None and user.account:
-            # Connected: as that user, into their current room.
-            self.who = user.name
-            self._offer(
-                lambda send, p: uploads.files.offer(
-                    user, key, send, p, holder, expected_sha256=self._want_sha
-                )
-            )
-        else:
-            self.who = given.name
-            room = uploads.files.chat.rooms.settings.default
-            self._offer(
-                lambda send, p: uploads.files.offer_as(
-                    given.name, room, key, send, p, holder, expected_sha256=self._want_sha
-                )
-            )
-
-    def _offer(self, offer: Callable[[wire.Send, IPushProducer], Upload | ev.Error]) -> None:
+    def offer(self, who: str, offer: Offer) -> None:
         """An upload sent with ``X-CRC32`` is kept if interrupted (``chat.partials``, as
         for ``/send``); ``Content-Range`` continues it where the server says it stopped."""
-        send = wire.Send(self._line.name, self._size, self._crc, self._offset)
+        head = self._head
+        assert head is not None
+        self.who = who
+        send = wire.Send(self._line.name, head.size, head.crc, head.offset)
         result = offer(send, self._holding)
         if isinstance(result, ev.Error) and result.code == "bad_offset":
             held = int(result.params.get("offset", 0))
             self.refuse(
-                _error(
+                upload_error(
                     "bad_offset",
                     f"The server holds {plural(held, 'byte')} of this upload: continue with "
-                    f"Content-Range: bytes {held}-{self._size - 1}/{self._size} (or send it "
+                    f"Content-Range: bytes {held}-{head.size - 1}/{head.size} (or send it "
                     "all without one). Nothing was read.",
-                    offset=held, size=self._size,
+                    offset=held, size=head.size,
                 ),
                 headers=[("Upload-Offset", str(held))],
             )
@@ -653,7 +253,7 @@ class IncomingUpload:
     def close(self, reason: str, *, say: ev.Event | None = None, abort: bool = False) -> None:
         """The stall rule ends the upload: answer if we still can, discard, close."""
         receiver = self._receiver
-        error = say if isinstance(say, ev.Error) else _error("upload_stalled", reason)
+        error = say if isinstance(say, ev.Error) else upload_error("upload_stalled", reason)
         self.refuse(error, why=reason)
         if receiver is not None:
             receiver.abort(reason)
@@ -729,7 +329,7 @@ class IncomingUpload:
         request.write(data)
         request.finish()
 
-    def _internal(self, failure: Failure, what: str) -> None:
+    def internal(self, failure: Failure, what: str) -> None:
         self.log.failure("HTTP upload: {what} failed", failure, what=what)
         self.refuse(ev.error("internal", "upload"))
 

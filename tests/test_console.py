@@ -22,14 +22,12 @@ from twisted.logger import Logger, LogPublisher
 
 from chat import events as ev
 from chat.config import ConsoleSettings
-from chat.console import (
-    AdminProtocol,
-    Console,
+from chat.console import Console, Throttle
+from chat.consolesources import Sources
+from chat.consoleterminal import AdminProtocol, Screen
+from chat.consoleview import (
     Entry,
-    Screen,
     Snapshot,
-    Sources,
-    Throttle,
     TransferRow,
     UserRow,
     line_text,
@@ -444,7 +442,7 @@ def test_line_editing(tmp_path: Path) -> None:
 
 
 def _entry(item: object) -> Entry:
-    from chat.console import entry_for
+    from chat.consolesources import entry_for
 
     return entry_for(item)  # type: ignore[arg-type]
 

@@ -44,7 +44,9 @@ from twisted.web.http_headers import Headers
 from chat import events as ev
 from chat.http import site
 from chat.httpchannel import LINGER_BYTES, LINGER_SECONDS, FileSite
-from chat.httpupload import (
+from chat.transfer import HIGH_WATER
+from chat.uploadanswers import status_of
+from chat.uploadheaders import (
     BadRequest,
     Basic,
     Bearer,
@@ -52,11 +54,9 @@ from chat.httpupload import (
     declared_crc,
     declared_range,
     declared_sha256,
-    status_of,
     upload_line,
     wants_json,
 )
-from chat.transfer import HIGH_WATER
 from tests.support import (
     DEADLINE,
     RELAXED_TOML,
