@@ -34,92 +34,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chat import events as ev
+from chat.clustershare import Shared
 from chat.config import ClusterSettings
 from chat.mirror import Mirror, presence
 from chat.redislink import Link, parse_url
-
-PREFIX = "lanchat:"
-ID_KEY = PREFIX + "id"
-CHANNEL = PREFIX + "events"
-USERS = PREFIX + "users"
-NODES = PREFIX + "nodes"
-FILES = PREFIX + "files"
-ROOMS = PREFIX + "rooms"
-ACCOUNTS = PREFIX + "accounts"
-#: Who publishes the leaves of a dead node's users.
-REAPER = "-reaper"
-
-
-def node_key(node: str) -> str:
-    return f"{PREFIX}node:{node}"
-
-
-def history_key(room_key: str) -> str:
-    return f"{PREFIX}h:{room_key}"
-
-
-#: KEYS: id, channel. ARGV: node, seq, event JSON without its id, history
-#: stream (or ""), its length, then (command, key, field, value) fours.
-PUBLISH = """
-local id = redis.call('INCR', KEYS[1])
-local event = '{"id":' .. id .. ',' .. string.sub(ARGV[3], 2)
-if ARGV[4] ~= '' then
-  redis.call('XADD', ARGV[4], 'MAXLEN', '~', ARGV[5], '*', 'e', event)
-end
-for i = 6, #ARGV - 3, 4 do
-  if ARGV[i] == 'HSET' then
-    redis.call('HSET', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
-  elseif ARGV[i] == 'HDEL' then
-    redis.call('HDEL', ARGV[i + 1], ARGV[i + 2])
-  end
-end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. event)
-return id
-"""
-
-#: KEYS: users. ARGV: name key, presence JSON, node. 1: claimed (or already ours).
-CLAIM = """
-local held = redis.call('HGET', KEYS[1], ARGV[1])
-if held and cjson.decode(held).node ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-#: KEYS: users. ARGV: name key, node. Frees a name only if this node holds it.
-RELEASE = """
-local held = redis.call('HGET', KEYS[1], ARGV[1])
-if held and cjson.decode(held).node == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
-"""
-
-#: KEYS: id, channel, users, nodes. ARGV: the dead node, its key, ts, reason.
-#: Removing the node from the set first makes the leaves go out once.
-REAP = """
-if redis.call('EXISTS', ARGV[2]) == 1 then return 0 end
-if redis.call('SREM', KEYS[4], ARGV[1]) == 0 then return 0 end
-local all = redis.call('HGETALL', KEYS[3])
-local n = 0
-for i = 1, #all, 2 do
-  local p = cjson.decode(all[i + 1])
-  if p.node == ARGV[1] then
-    redis.call('HDEL', KEYS[3], all[i])
-    local id = redis.call('INCR', KEYS[1])
-    local event = cjson.encode({type = 'leave', id = id, ts = ARGV[3], name = p.name,
-                                reason = ARGV[4]})
-    redis.call('PUBLISH', KEYS[2], '""" + REAPER + """ 0 ' .. event)
-    n = n + 1
-  end
-end
-return n
-"""
-
-#: KEYS: id, users. The last id handed out and who is where, as of one moment.
-SNAPSHOT = """
-return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2])}
-"""
-
-SCRIPTS = {"publish": PUBLISH, "claim": CLAIM, "release": RELEASE, "reap": REAP,
-           "snapshot": SNAPSHOT}
+from chat.redisschema import (
+    CHANNEL,
+    FILES,
+    ID_KEY,
+    NODES,
+    SCRIPTS,
+    USERS,
+    history_key,
+    node_key,
+)
 
 
 class NodeState(enum.Enum):
@@ -170,15 +98,18 @@ class Node:
         #: Told of every change of state (the console, tests).
         self.watchers: list[Callable[[NodeState], object]] = []
         #: What other nodes tell this one (``tell``): op -> handler of its data.
-        self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {
-            "room": self.mirror.room_changed, "reply": chat.told,
-        }
-        chat.rooms.changed.append(self._room_changed)
-        self._accounts: Any = None
+        self.handlers: dict[str, Callable[[dict[str, Any]], object]] = {"reply": chat.told}
+        #: Accounts and rooms' settings, the same on every node.
+        self.shared = Shared(self)
 
     @property
     def ready(self) -> bool:
         return self.state is NodeState.READY
+
+    @property
+    def redis(self) -> Any:
+        """The command connection while this node is in the cluster, else None."""
+        return self._cmd.protocol if self.state is NodeState.READY else None
 
     def _set_state(self, state: NodeState) -> None:
         if state is not self.state:
@@ -313,11 +244,7 @@ class Node:
             top = self.last_id
         flat = snap[1]
         users = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
-        if self._accounts is not None:
-            yield self._sync_accounts(cmd)
-        rooms = yield cmd.execute_command("HVALS", ROOMS)
-        for raw in rooms:
-            self.mirror.room_changed(json.loads(raw))
+        yield self.shared.sync(cmd)
         files = yield cmd.execute_command("HVALS", FILES)
         for raw in files:
             self.mirror.file_recorded(json.loads(raw))
@@ -475,46 +402,6 @@ class Node:
         """Ask the node that holds ``user`` (a remote one) to kick them."""
         self._control({"op": "kick", "node": user.peer.node, "name": user.name,
                        "reason": reason})
-
-    def share_accounts(self, accounts: Any) -> None:
-        """Accounts (``chat.accounts.Accounts``) made, changed or removed on any
-        node are the same on every node: told at once, kept in Redis for
-        nodes to come (their Argon2id hashes; Redis is the cluster's own)."""
-        self._accounts = accounts
-        accounts.changed.append(self._account_changed)
-        self.handlers["account"] = lambda data: accounts.apply(
-            str(data["key"]), data.get("record"))
-
-    def _account_changed(self, key: str, record: dict[str, Any] | None) -> None:
-        cmd = self._cmd.protocol
-        if cmd is None or self.state is not NodeState.READY:
-            return
-        if record is None:
-            cmd.execute_command("HDEL", ACCOUNTS, key).addErrback(lambda f: None)
-        else:
-            cmd.execute_command("HSET", ACCOUNTS, key, json.dumps(record)).addErrback(
-                lambda f: None)
-        self.tell("account", {"key": key, "record": record})
-
-    @defer.inlineCallbacks
-    def _sync_accounts(self, cmd: Any) -> Any:
-        """This node's accounts that the cluster lacks go to Redis; then Redis's win."""
-        accounts = self._accounts
-        for key in accounts.keys():
-            yield cmd.execute_command("HSETNX", ACCOUNTS, key, json.dumps(accounts.record(key)))
-        flat = yield cmd.execute_command("HGETALL", ACCOUNTS)
-        for i in range(0, len(flat), 2):
-            accounts.apply(flat[i], json.loads(flat[i + 1]))
-
-    def _room_changed(self, room: Any) -> None:
-        """A room's settings changed here: kept in Redis for nodes to come, told to the others."""
-        cmd = self._cmd.protocol
-        if cmd is None or self.state is not NodeState.READY:
-            return  # (a node cut off tells nobody; its next resync does not either: noted)
-        data = self.mirror.room_settings(room)
-        cmd.execute_command("HSET", ROOMS, room.key, json.dumps(data)).addErrback(
-            lambda f: None)
-        self.tell("room", data)
 
     def tell(self, op: str, data: dict[str, Any]) -> None:
         """Tell the other nodes of something done here (``handlers[op]`` there)."""

@@ -18,11 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from chat import events as ev
+from chat.redisschema import FILES, USERS
 from chat.rooms import Room
-
-_PREFIX = "lanchat:"
-_USERS = _PREFIX + "users"
-_FILES = _PREFIX + "files"
 
 
 class GhostPeer:
@@ -80,19 +77,19 @@ class Mirror:
             # (a room kick of another node's user is made here, but it is theirs)
             node = user.peer.node if _remote(user) else self.node
             entry = json.dumps(presence(user, node, gone))
-            return ["HSET", _USERS, event.name.lower(), entry]
+            return ["HSET", USERS, event.name.lower(), entry]
         if isinstance(event, ev.Leave):
-            return ["HDEL", _USERS, event.name.lower(), ""]
+            return ["HDEL", USERS, event.name.lower(), ""]
         if isinstance(event, ev.Nick):
             user = chat.registry.get(event.new)
-            out = ["HDEL", _USERS, event.old.lower(), ""]
+            out = ["HDEL", USERS, event.old.lower(), ""]
             if user is not None:
-                out += ["HSET", _USERS, event.new.lower(), json.dumps(presence(user, self.node))]
+                out += ["HSET", USERS, event.new.lower(), json.dumps(presence(user, self.node))]
             return out
         if isinstance(event, ev.FileShared):
-            return ["HSET", _FILES, event.file_id, json.dumps(self._file_record(event))]
+            return ["HSET", FILES, event.file_id, json.dumps(self._file_record(event))]
         if isinstance(event, ev.Removed):
-            return ["HDEL", _FILES, event.file_id, ""]
+            return ["HDEL", FILES, event.file_id, ""]
         return []
 
     @staticmethod

@@ -237,7 +237,7 @@ class ChatServer(service.MultiService):
             self.service.cluster = self.node
             admin = self.factory.admin
             self.node.handlers.update(ban=admin.banned_elsewhere, unban=admin.unbanned_elsewhere)
-            self.node.share_accounts(self.factory.accounts)
+            self.node.shared.share_accounts(self.factory.accounts)
             at = len(self.notes)
             self.notes.append(("cluster", f"cluster node {self.node.id}: starting"))
 
