@@ -7,6 +7,7 @@ import pytest
 
 from tests.support import MemoryServer, RealServer, memory_server, relaxed_config, running
 from tests.test_console_tmux import Tmux
+from tests.tui_support import TuiDriver
 
 
 @pytest.fixture
@@ -28,3 +29,12 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
         yield t
     finally:
         t.kill()
+
+
+@pytest.fixture
+def drivers() -> Iterator[list[TuiDriver]]:
+    """chat-tui processes a test starts; closed after it."""
+    started: list[TuiDriver] = []
+    yield started
+    for d in started:
+        d.close()

@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import signal
 import zlib
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-
-import pytest
 
 from tests.support import RELAXED_TOML, RealServer, kill_quietly
 from tests.tui_support import (
@@ -33,14 +30,6 @@ from tests.tui_support import (
     TuiDriver,
     bracketed,
 )
-
-
-@pytest.fixture
-def drivers() -> Iterator[list[TuiDriver]]:
-    started: list[TuiDriver] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 def start(drivers: list[TuiDriver], port: int, *args: str, cwd: Path | None = None) -> TuiDriver:

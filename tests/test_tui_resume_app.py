@@ -28,14 +28,6 @@ CRC = f"{zlib.crc32(PAYLOAD):08x}"
 
 
 @pytest.fixture
-def drivers() -> Iterator[list[TuiDriver]]:
-    started: list[TuiDriver] = []
-    yield started
-    for d in started:
-        d.close()
-
-
-@pytest.fixture
 def proxy(real: RealServer) -> Iterator[CutProxy]:
     relay = CutProxy(real.port)
     yield relay

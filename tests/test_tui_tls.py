@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support import RealServer, kill_quietly
 from tests.tui_support import TuiDriver
@@ -28,14 +25,6 @@ def fingerprint(cert: Path) -> str:
     out = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-fingerprint",
                           "-sha256"], capture_output=True, text=True, check=True).stdout
     return out.strip().split("=", 1)[1]
-
-
-@pytest.fixture
-def drivers() -> Iterator[list[TuiDriver]]:
-    started: list[TuiDriver] = []
-    yield started
-    for d in started:
-        d.close()
 
 
 def test_trust_on_first_use_then_a_changed_certificate_is_refused(
