@@ -308,8 +308,11 @@ def _file(event: ev.FileShared, me: str | None) -> Line:
     # The id as the command that fetches it: Tab completes it after /get.
     body = [_nick(event.sender, me), ("class:file", " shared "),
             ("class:file-name", screen_text(event.name)),
-            ("class:file", f" ({human_size(event.size)}): "),
-            ("class:file-id", "/get " + screen_text(event.file_id))]
+            ("class:file", f" ({human_size(event.size)}): ")]
+    if event.removed or event.expired:  # (a history's notice of a file gone since)
+        body.append(("class:file", "removed since" if event.removed else "expired since"))
+    else:
+        body.append(("class:file-id", "/get " + screen_text(event.file_id)))
     return _line(event, [("class:file", "-- ")], body, "file", own=_is_me(event.sender, me),
                  sender=event.sender)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -440,3 +440,13 @@ def test_web_addresses_are_underlined() -> None:
 def test_options_have_defaults() -> None:
     assert {f.name for f in fields(Options)} == {"bell", "paste", "log", "settings"}
     assert Options().settings.path is None
+
+
+def test_a_file_gone_since_is_shown_so_in_the_history() -> None:
+    shared = ev.FileShared(5, TS_POSIX, "bob", "f1", "notes.txt", 12, "0" * 8, "0" * 64, None)
+    live = event_line(shared, "alice")
+    assert live is not None and "/get f1" in live.text
+    for gone, words in ((replace(shared, removed=True), "removed since"),
+                        (replace(shared, expired=True), "expired since")):
+        line = event_line(gone, "alice")
+        assert line is not None and words in line.text and "/get" not in line.text
