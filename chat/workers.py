@@ -82,7 +82,28 @@ def _without(argv: list[str], option: str) -> list[str]:
     return out
 
 
+def prepare_data(config: Config) -> None:
+    """Make the database the workers share once, before they start: N processes
+    creating its schema and switching it to WAL at one moment fail with
+    "database is locked" (seen here). Afterwards each only opens it."""
+    from twisted.internet.task import Clock
+
+    from chat.accounts import SCHEMA
+    from chat.store import Store
+
+    data = config.data_path
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"server.data_dir: cannot create {data}: {e.strerror}") from None
+    store = Store(data / "chat.sqlite3", Clock(), config.history.max)
+    store.open(config.rooms.default)
+    store.connection().executescript(SCHEMA)
+    store.connection().close()
+
+
 def supervise(config: Config, n: int, argv: list[str]) -> int:
+    prepare_data(config)
     chat, chat_endpoint = reserve(config.server.listen, "server.listen")
     held = [chat]  # the reservations last as long as the workers
     http_endpoint = None

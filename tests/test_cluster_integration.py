@@ -391,7 +391,8 @@ def test_workers_share_one_port(redis: RedisServer, tmp_path: Path) -> None:
             c.expect(r'"type":"welcome"')
             clients.append(c)
         joined: set[str] = set()
-        while len(joined) < 15:  # u0 hears everyone arrive, whichever worker they are on
+        others = {f"u{i}" for i in range(1, 16)}
+        while not others <= joined:  # u0 hears everyone arrive, whichever worker they are on
             joined.add(clients[0].expect_event("join")["name"])
         clients[0].send_line("/who")
         names = {p["name"] for p in clients[0].expect_event("who")["users"]}
