@@ -174,3 +174,21 @@ def test_an_account_made_on_one_node_is_applied_on_another(tmp_path: Path) -> No
     assert again.factory.accounts.exists("alice")
     again.factory.accounts.apply("alice", None)
     assert not again.factory.accounts.exists("alice")
+
+
+def test_cluster_options_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def start(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chat", "--no-console", "--data-dir", str(tmp_path), *args],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+
+    alone = start("--workers", "2")
+    assert alone.returncode == 2 and "--workers: needs a cluster" in alone.stderr
+    bad = start("--cluster", "http://127.0.0.1:6379")
+    assert bad.returncode == 2 and "cluster.redis_url" in bad.stderr
+    tls = start("--workers", "2", "--cluster", "redis://127.0.0.1:1/0", "--tls")
+    assert tls.returncode == 2 and "TLS" in tls.stderr
