@@ -113,6 +113,9 @@ class Admin:
         room = self.chat.rooms.get(room_name) if room_name else None
         if room_name and room is None:
             return ev.error("no_such_room", "say", room=room_name)
+        problem = self.chat.cut_off("say")
+        if problem is not None:
+            return problem
         self.chat.notice(text, room)
         self._did(by, f"said to {room.name if room else 'everyone'}: {text}")
         return None
@@ -165,6 +168,9 @@ class Admin:
         def found(info: ev.FileInfo | None) -> defer.Deferred[ev.Error | None] | ev.Error:
             if info is None or info.removed:
                 return ev.error("no_such_file", "rm", file_id=clean(file_id)[:64])
+            problem = self.chat.cut_off("rm")
+            if problem is not None:
+                return problem
             if not operator and info.uploader.lower() != by.lower():
                 return ev.error("not_yours", "rm")
             if operator:

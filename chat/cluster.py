@@ -42,6 +42,7 @@ from chat.redisschema import (
     CHANNEL,
     FILES,
     ID_KEY,
+    LOG,
     NODES,
     SCRIPTS,
     USERS,
@@ -88,6 +89,8 @@ class Node:
         self._seq = itertools.count(1)
         #: seq -> (audience, origin) of this node's events on their way through Redis.
         self._pending: dict[int, tuple[Any, Any]] = {}
+        #: Leaves made while cut off from Redis, published once it is back.
+        self._later: list[tuple[ev.Event, Any]] = []
         #: seq -> who waits for that event to be back (``settled``).
         self._settling: dict[int, list[defer.Deferred[None]]] = {}
         #: The highest event id this node has delivered.
@@ -249,7 +252,9 @@ class Node:
         for raw in files:
             self.mirror.file_recorded(json.loads(raw))
         history = yield self._histories(cmd)
-        missed = self.mirror.resync(users, history, top, self.last_id)
+        replayed = yield self._replay(cmd, top)
+        # Lines missed are in the log replayed, or else (a long break) in the streams.
+        missed = self.mirror.resync(users, history, top, 0 if replayed else self.last_id)
         self.last_id = max(self.last_id, top)
         yield self._reclaim(cmd, users)
         buffered, self._buffer = self._buffer or [], None
@@ -260,6 +265,32 @@ class Node:
         if missed:
             self.log.info("Cluster node {node}: delivered {n} line(s) said while it was cut off",
                           node=self.id, n=missed)
+
+    @defer.inlineCallbacks
+    def _replay(self, cmd: Any, top: int) -> Any:
+        """Other nodes' events this node missed while cut off (after ``last_id``,
+        up to the snapshot's ``top``), applied in order from the log; False if
+        the log no longer reaches back that far (or this node is new)."""
+        if not self.last_id:
+            return False
+        entries = yield cmd.execute_command("XRANGE", LOG, "-", "+")
+        taken = []
+        for _, fields in entries:
+            try:
+                node, _, body = fields[1].split(" ", 2)
+                event = ev.from_json(json.loads(body))
+            except (ValueError, ev.BadEvent):
+                continue
+            taken.append((node, event))
+        if not taken or getattr(taken[0][1], "id", 0) > self.last_id + 1:
+            return False
+        for node, event in taken:
+            if self.last_id < getattr(event, "id", 0) <= top and node != self.id:
+                try:
+                    self.mirror.apply(event, node)
+                except Exception:
+                    self.log.failure("Cluster: replaying {type} failed", type=event.type)
+        return True
 
     @defer.inlineCallbacks
     def _histories(self, cmd: Any) -> Any:
@@ -292,8 +323,12 @@ class Node:
         """After a break: this node's users hold their names again, and
         entries left from users who went meanwhile are published as leaves."""
         local = {u.name.lower(): u for u in self.chat.registry if not _remote(u)}
+        later, self._later = self._later, []
+        for event, to in later:  # the leaves made meanwhile, to whom they were for
+            self._publish(cmd, event, to, None)
+        told = {getattr(event, "name", "").lower() for event, _ in later}
         for key, entry in users.items():
-            if entry.get("node") == self.id and key not in local:
+            if entry.get("node") == self.id and key not in local and key not in told:
                 event = self.chat.chat_event(ev.Leave, entry.get("name", key), "connection lost")
                 self._publish(cmd, event, frozenset(), None)
         for key, user in local.items():
@@ -330,7 +365,7 @@ class Node:
                     continue
                 if not (yield cmd.execute_command("EXISTS", node_key(node))):
                     n = yield cmd.evalsha(
-                        self._sha["reap"], [ID_KEY, CHANNEL, USERS, NODES],
+                        self._sha["reap"], [ID_KEY, CHANNEL, USERS, NODES, LOG],
                         [node, node_key(node), ev.iso_utc(self.reactor.seconds()),
                          "server lost"],
                     )
@@ -347,6 +382,9 @@ class Node:
         cmd = self._cmd.protocol
         # While resynchronising only the node itself publishes (what it holds).
         if self.state is not NodeState.READY or cmd is None:
+            if isinstance(event, ev.Leave):
+                self._later.append((event, to))  # told once Redis is back
+                return True
             return False
         return self._publish(cmd, event, to, origin)
 
@@ -362,7 +400,7 @@ class Node:
                            stream, self.history_max]
         args += self.mirror.changes(event)
         try:
-            d = cmd.evalsha(self._sha["publish"], [ID_KEY, CHANNEL], args)
+            d = cmd.evalsha(self._sha["publish"], [ID_KEY, CHANNEL, LOG], args)
         except Exception:  # txredisapi raises at once on a connection just lost
             self._pending.pop(seq, None)
             self._down()

@@ -19,6 +19,10 @@ NODES = PREFIX + "nodes"
 FILES = PREFIX + "files"
 ROOMS = PREFIX + "rooms"
 ACCOUNTS = PREFIX + "accounts"
+#: Every event as published, the last ``LOG_LENGTH`` or so: a node back from a
+#: break replays what it missed (joins, leaves, lines) in order.
+LOG = PREFIX + "log"
+LOG_LENGTH = 10000
 #: Who publishes the leaves of a dead node's users.
 REAPER = "-reaper"
 
@@ -31,11 +35,12 @@ def history_key(room_key: str) -> str:
     return f"{PREFIX}h:{room_key}"
 
 
-#: KEYS: id, channel. ARGV: node, seq, event JSON without its id, history
+#: KEYS: id, channel, log. ARGV: node, seq, event JSON without its id, history
 #: stream (or ""), its length, then (command, key, field, value) fours.
 PUBLISH = """
 local id = redis.call('INCR', KEYS[1])
 local event = '{"id":' .. id .. ',' .. string.sub(ARGV[3], 2)
+local message = ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. event
 if ARGV[4] ~= '' then
   redis.call('XADD', ARGV[4], 'MAXLEN', '~', ARGV[5], '*', 'e', event)
 end
@@ -46,7 +51,8 @@ for i = 6, #ARGV - 3, 4 do
     redis.call('HDEL', ARGV[i + 1], ARGV[i + 2])
   end
 end
-redis.call('PUBLISH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. event)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '""" + str(LOG_LENGTH) + """', '*', 'm', message)
+redis.call('PUBLISH', KEYS[2], message)
 return id
 """
 
@@ -65,7 +71,7 @@ if held and cjson.decode(held).node == ARGV[2] then redis.call('HDEL', KEYS[1], 
 return 0
 """
 
-#: KEYS: id, channel, users, nodes. ARGV: the dead node, its key, ts, reason.
+#: KEYS: id, channel, users, nodes, log. ARGV: the dead node, its key, ts, reason.
 #: Removing the node from the set first makes the leaves go out once.
 REAP = """
 if redis.call('EXISTS', ARGV[2]) == 1 then return 0 end
@@ -79,7 +85,9 @@ for i = 1, #all, 2 do
     local id = redis.call('INCR', KEYS[1])
     local event = cjson.encode({type = 'leave', id = id, ts = ARGV[3], name = p.name,
                                 reason = ARGV[4]})
-    redis.call('PUBLISH', KEYS[2], '""" + REAPER + """ 0 ' .. event)
+    local message = '""" + REAPER + """ 0 ' .. event
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', """ + str(LOG_LENGTH) + """, '*', 'm', message)
+    redis.call('PUBLISH', KEYS[2], message)
     n = n + 1
   end
 end

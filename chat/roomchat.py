@@ -30,6 +30,11 @@ class RoomChat:
 
     def join(self, user: User, name: str) -> ev.Error | None:
         """``/join ROOM``: enter it (creating it) or just make it current."""
+        room = self.rooms.get(name)
+        if room is None or user not in room.members:  # (switching rooms needs no cluster)
+            problem = self.chat.cut_off("join")
+            if problem is not None:
+                return problem
         result = self.rooms.join(user, name)
         if isinstance(result, ev.Error):
             return result
@@ -49,6 +54,9 @@ class RoomChat:
         room = self.rooms.resolve(user, name, "part")
         if isinstance(room, ev.Error):
             return room
+        problem = self.chat.cut_off("part")
+        if problem is not None:
+            return problem
         self._out(user, room, clean(reason))
         return None
 
@@ -76,7 +84,7 @@ class RoomChat:
             self.chat.reply(user.peer, room.info(user), user.name)
             return None
         topic = clean(text).strip()
-        problem = self.rooms.set_topic(user, room, topic)
+        problem = self.chat.cut_off("topic") or self.rooms.set_topic(user, room, topic)
         if problem is None:
             event = self.chat.chat_event(ev.Topic, room.name, topic, user.name)
             self.chat.broadcast(event, room)
@@ -102,7 +110,7 @@ class RoomChat:
         target = self.chat.registry.get(name)
         if target is None:
             return ev.error("no_such_user", "invite", name=clean(name)[:64])
-        problem = self.rooms.invite(user, target.name, room)
+        problem = self.chat.cut_off("invite") or self.rooms.invite(user, target.name, room)
         if problem is None:
             self.chat.tell(target, ev.Invited(room.name, user.name))
             self.chat.reply(user.peer, ev.Info(f"Invited {target.name} to {room.name}."))
@@ -116,7 +124,7 @@ class RoomChat:
         target = self.chat.registry.get(name)
         if target is None:
             return ev.error("no_such_user", "kick", name=clean(name)[:64])
-        problem = self.rooms.kick(user, target, room)
+        problem = self.chat.cut_off("kick") or self.rooms.kick(user, target, room)
         if problem is None:
             why = clean(reason).strip()
             self._out(target, room, f"kicked by {user.name}" + (f": {why}" if why else ""))
@@ -128,7 +136,7 @@ class RoomChat:
         room = self.rooms.resolve(user, room_name, command)
         if isinstance(room, ev.Error):
             return room
-        problem = self.rooms.set_flag(user, room, flag, on)
+        problem = self.chat.cut_off(command) or self.rooms.set_flag(user, room, flag, on)
         if problem is None:
             what = "invite-only" if flag == "private" else "topic-locked"
             self.chat.reply(user.peer, ev.Info(
@@ -141,7 +149,8 @@ class RoomChat:
         room = self.rooms.resolve(user, room_name, "op" if on else "deop")
         if isinstance(room, ev.Error):
             return room
-        problem = self.rooms.set_operator(user, name, room, on)
+        problem = self.chat.cut_off("op" if on else "deop") or self.rooms.set_operator(
+            user, name, room, on)
         if problem is None:
             state = "now an operator" if on else "no longer an operator"
             self.chat.reply(user.peer, ev.Info(f"{clean(name)} is {state} of {room.name}."))

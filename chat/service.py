@@ -159,10 +159,15 @@ class ChatService:
     ) -> None:
         """``event`` to a room's members, a fixed set of connections, or (None)
         everyone; ``origin`` hears it back only if its mode echoes. In a
-        cluster it goes through Redis first, and is delivered when it is back."""
-        if self.cluster is not None and self.cluster.publish(event, to, origin):
-            return
-        self.deliver(event, to, origin)
+        cluster it goes through Redis first, and is delivered when it is back;
+        a node cut off from Redis delivers nothing meanwhile (an id of its own
+        would be one the cluster hands out again): what can wait (a leave)
+        waits for Redis, what cannot is refused before it is made
+        (``cut_off``)."""
+        if self.cluster is None:
+            self.deliver(event, to, origin)
+        elif not self.cluster.publish(event, to, origin):
+            self.log.warn("Not sent, the cluster being out of reach: {type}", type=event.type)
 
     def deliver(
         self, event: ev.Event, to: Room | frozenset[Peer] | list[tuple[Peer, str]] | None,
@@ -227,7 +232,7 @@ class ChatService:
         self.registry.add(name, user)
         return user
 
-    def _cut_off(self, command: str | None = None) -> ev.Error | None:
+    def cut_off(self, command: str | None = None) -> ev.Error | None:
         """In a cluster out of reach of Redis, lines are refused, never dropped."""
         if self.cluster is not None and not self.cluster.ready:
             return ev.error("cluster_down", command)
@@ -349,7 +354,7 @@ class ChatService:
         room = room or user.current
         if room is None:
             return ev.error("not_in_room", command)
-        problem = self._cut_off(command)
+        problem = self.cut_off(command)
         if problem is not None:
             return problem
         event = self.chat_event(kind, user.name, text, room.name, user.account)
@@ -365,14 +370,16 @@ class ChatService:
         target = self.registry.get(to)
         if target is None:
             return ev.error("no_such_user", "msg", name=clean(to)[:64])
-        problem = self._cut_off("msg")
+        problem = self.cut_off("msg")
         if problem is not None:
             return problem
         event = self.chat_event(ev.Private, user.name, target.name, text)
         to_whom = [(u.peer, u.name) for u in dict.fromkeys((target, user))
                    if not getattr(u.peer, "remote", False)]
-        if self.cluster is None or not self.cluster.publish(event, to_whom, user):
+        if self.cluster is None:
             self.delivery.private(event, to_whom)
+        elif not self.cluster.publish(event, to_whom, user):
+            return ev.error("cluster_down", "msg")
         return None
 
     def nick(self, user: User, new: str) -> ev.Error | None:

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer
+
 from chat import events as ev
 from chat.mirror import GhostPeer, Mirror
 from tests.support import memory_server
@@ -139,6 +141,9 @@ class CutOff:
     def tell(self, op: str, data: dict[str, Any]) -> None:
         pass
 
+    def settled(self, peer: Any) -> defer.Deferred[None]:
+        return defer.succeed(None)
+
 
 def test_lines_are_refused_with_a_clear_error_while_cut_off(tmp_path: Path) -> None:
     server = memory_server(tmp_path)
@@ -153,6 +158,11 @@ def test_lines_are_refused_with_a_clear_error_while_cut_off(tmp_path: Path) -> N
     assert server.store.recent("#lobby", 10) == []
     bob.line("still here")
     assert "out of reach" in bob.take().decode()
+    alice.line("/join #new")
+    assert [e["code"] for e in alice.events() if e["type"] == "error"] == ["cluster_down"]
+    assert server.service.rooms.get("#new") is None
+    alice.line("/quit")  # a leave waits for Redis (the node publishes it then): none now
+    assert "left" not in bob.take().decode()
 
 
 def test_an_account_made_on_one_node_is_applied_on_another(tmp_path: Path) -> None:
