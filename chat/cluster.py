@@ -98,6 +98,9 @@ class Node:
         self._beat = task.LoopingCall(self._heartbeat)
         self._beat.clock = reactor
         self._syncing: defer.Deferred[None] | None = None
+        self._ever_ready = False
+        #: Who waits for the node's first resync (``claim`` at start-up).
+        self._waiting: list[defer.Deferred[bool]] = []
         #: Told of every change of state (the console, tests).
         self.watchers: list[Callable[[NodeState], object]] = []
         #: What other nodes tell this one (``tell``): op -> handler of its data.
@@ -118,8 +121,28 @@ class Node:
         if state is not self.state:
             self.log.info("Cluster node {node}: {state}", node=self.id, state=state.value)
             self.state = state
+            if state is NodeState.READY:
+                self._ever_ready = True
+            if state in (NodeState.READY, NodeState.DOWN, NodeState.STOPPED):
+                waiting, self._waiting = self._waiting, []
+                for d in waiting:
+                    d.callback(state is NodeState.READY)
             for watcher in self.watchers:
                 watcher(state)
+
+    def _when_ready(self) -> defer.Deferred[bool]:
+        """True once the node is in the cluster; False if Redis fails it first
+        or ``cluster.node_timeout`` passes."""
+        d: defer.Deferred[bool] = defer.Deferred()
+        self._waiting.append(d)
+
+        def too_late() -> None:
+            if d in self._waiting:
+                self._waiting.remove(d)
+                d.callback(False)
+
+        self.reactor.callLater(self.settings.node_timeout, too_late)
+        return d
 
     # --- connections ---
 
@@ -419,7 +442,17 @@ class Node:
         self._settled(seq)
 
     def claim(self, name: str, account: bool) -> defer.Deferred[bool]:
-        """Hold ``name`` for a user of this node; False if another node's user has it."""
+        """Hold ``name`` for a user of this node; False if another node's user has it.
+
+        A node still starting (its first connection to Redis, its first
+        resync) makes the name wait for it, up to ``cluster.node_timeout``: a
+        client that connects as soon as the port listens is let in, not
+        refused. A node that lost Redis refuses at once (``ClusterDown``).
+        """
+        if self.state in (NodeState.STARTING, NodeState.SYNCING) and not self._ever_ready:
+            return self._when_ready().addCallback(
+                lambda ready: self.claim(name, account) if ready else defer.fail(ClusterDown())
+            )
         cmd = self._cmd.protocol
         if self.state is not NodeState.READY or cmd is None:
             return defer.fail(ClusterDown())

@@ -472,3 +472,22 @@ def test_a_script_that_closes_after_its_lines_gets_them_all_back(
     assert echoes == [f"line {k}" for k in range(20)]
     seen = [watcher.expect_event("message", sender="scripted")["text"] for _ in range(20)]
     assert seen == echoes
+
+
+def test_a_name_given_before_the_node_is_in_the_cluster_waits_for_it(tmp_path: Path) -> None:
+    """A client that connects as soon as the port listens is let in once the node
+    has joined the cluster, not refused because it was still starting."""
+    redis = RedisServer(tmp_path / "redis")
+    redis.stop()  # its port is known; nothing answers there yet
+    server = RealServer(tmp_path / "node", "--cluster", redis.url, "--node-id", "early",
+                        settings="\n[cluster]\nnode_timeout = 10\n")
+    try:
+        c = LineClient(server.port)
+        c.send_line("/proto json")
+        c.send_line("early")
+        redis.start()
+        c.expect(r'"type":"welcome"')
+        server.wait_for_log(r"Cluster node early: ready")
+    finally:
+        kill_quietly(server)
+        redis.stop()
