@@ -32,6 +32,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from txredisapi import ConnectionError as RedisGone
 
 from chat import events as ev
 from chat.clustershare import Shared
@@ -394,6 +395,8 @@ class Node:
                     )
                     self.log.warn("Cluster node {node} stopped answering: {n} user(s) left",
                                   node=node, n=n)
+        except RedisGone:
+            pass  # Redis went away meanwhile: the link says so, and the node goes down
         except Exception:
             self.log.failure("Cluster heartbeat failed")
 
