@@ -46,6 +46,7 @@ from chat.redisschema import (
     LOG,
     NODES,
     SCRIPTS,
+    SESSIONS,
     USERS,
     history_key,
     node_key,
@@ -90,6 +91,8 @@ class Node:
         self._seq = itertools.count(1)
         #: seq -> (audience, origin) of this node's events on their way through Redis.
         self._pending: dict[int, tuple[Any, Any]] = {}
+        #: name -> the session key of a user of this node who just left.
+        self._gone_sessions: dict[str, str] = {}
         #: Leaves made while cut off from Redis, published once it is back.
         self._later: list[tuple[ev.Event, Any]] = []
         #: seq -> who waits for that event to be back (``settled``).
@@ -425,6 +428,10 @@ class Node:
                                                      separators=(",", ":")),
                            stream, self.history_max]
         args += self.mirror.changes(event)
+        if isinstance(event, ev.Leave):
+            gone = self._gone_sessions.pop(event.name.lower(), None)
+            if gone is not None:
+                args += ["HDEL", SESSIONS, gone, ""]
         try:
             d = cmd.evalsha(self._sha["publish"], [ID_KEY, CHANNEL, LOG], args)
         except Exception:  # txredisapi raises at once on a connection just lost
@@ -463,6 +470,23 @@ class Node:
         d: defer.Deferred[Any] = cmd.evalsha(self._sha["claim"], [USERS],
                                              [name.lower(), entry, self.id])
         return d.addCallback(lambda won: bool(int(won)))
+
+    def forget_session(self, name: str, key: str) -> None:
+        """``name`` (of this node) leaves: their key goes with their leave."""
+        self._gone_sessions[name.lower()] = key
+
+    def session_owner(self, key: str) -> defer.Deferred[Any]:
+        """The user of another node whose session key ``key`` is, or None."""
+        cmd = self.redis
+        if cmd is None:
+            return defer.succeed(None)
+
+        def named(name: str | None) -> Any:
+            user = self.chat.registry.get(name) if name else None
+            return user if user is not None and _remote(user) else None
+
+        d: defer.Deferred[Any] = cmd.execute_command("HGET", SESSIONS, key)
+        return d.addCallback(named)
 
     def release(self, name: str) -> None:
         """A claimed name that was not used after all."""

@@ -123,13 +123,19 @@ class Commands:
     def pong(self, conn: Conn, cmd: wire.Pong) -> None:
         """Any input proves a client alive; /pong is the explicit answer to a ping."""
 
-    def attach(self, conn: Conn, cmd: wire.Attach) -> None:
-        owner = self.chat.by_session(cmd.key)
-        if owner is None:
-            conn.set_mode("json")
-            conn.close("bad session", say=ev.error("bad_session", "attach"))
-        else:
-            conn.attach(owner)
+    def attach(self, conn: Conn, cmd: wire.Attach) -> Answer:
+        def found(owner: User | None) -> None:
+            if owner is None:
+                conn.set_mode("json")
+                conn.close("bad session", say=ev.error("bad_session", "attach"))
+            elif conn.state is wire.State.REGISTER:
+                conn.attach(owner)
+
+        d = self.chat.find_session(cmd.key)
+        if d.called:  # (no round trip: answered at once)
+            d.addCallback(found)
+            return None
+        return d.addCallback(found)
 
     # --- participants ---
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chat import events as ev
-from chat.redisschema import FILES, USERS
+from chat.redisschema import FILES, SESSIONS, USERS
 from chat.rooms import Room
 
 
@@ -77,7 +77,10 @@ class Mirror:
             # (a room kick of another node's user is made here, but it is theirs)
             node = user.peer.node if _remote(user) else self.node
             entry = json.dumps(presence(user, node, gone))
-            return ["HSET", USERS, event.name.lower(), entry]
+            out = ["HSET", USERS, event.name.lower(), entry]
+            if isinstance(event, ev.Join) and event.arrival and not _remote(user):
+                out += ["HSET", SESSIONS, user.session, user.name]
+            return out
         if isinstance(event, ev.Leave):
             return ["HDEL", USERS, event.name.lower(), ""]
         if isinstance(event, ev.Nick):
@@ -247,6 +250,9 @@ class Mirror:
 
     def _forget(self, ghost: Any) -> None:
         chat = self.chat
+        attached, ghost.attachments = ghost.attachments, frozenset()
+        for conn in attached:  # transfer connections here acting for them
+            conn.disconnect("owner left")
         chat.rooms.leave_all(ghost)
         if chat.registry.get(ghost.name) is ghost:
             chat.registry.remove(ghost.name)

@@ -19,6 +19,9 @@ NODES = PREFIX + "nodes"
 FILES = PREFIX + "files"
 ROOMS = PREFIX + "rooms"
 ACCOUNTS = PREFIX + "accounts"
+#: Session key -> user name: a transfer connection (``/attach``) or an HTTP
+#: upload (``Bearer``) may reach another node than the user's chat.
+SESSIONS = PREFIX + "sessions"
 #: Every event as published, the last ``LOG_LENGTH`` or so: a node back from a
 #: break replays what it missed (joins, leaves, lines) in order.
 LOG = PREFIX + "log"

@@ -44,6 +44,10 @@ class Cluster(Protocol):
 
     def settled(self, peer: Any) -> defer.Deferred[None]: ...
 
+    def forget_session(self, name: str, key: str) -> None: ...
+
+    def session_owner(self, key: str) -> defer.Deferred[Any]: ...
+
     def take_over(self, user: Any) -> defer.Deferred[bool]: ...
 
     def claim(self, name: str, account: bool) -> defer.Deferred[bool]: ...
@@ -313,6 +317,8 @@ class ChatService:
         if self.registry.get(user.name) is not user:
             return
         audience = self.rooms.sharers(user) - {user.peer}
+        if self.cluster is not None:
+            self.cluster.forget_session(user.name, user.session)
         self.rooms.leave_all(user)
         self.registry.remove(user.name)
         self.delivery.remove_member(user.peer)  # what came before the leave still reaches it
@@ -326,6 +332,14 @@ class ChatService:
 
     def by_session(self, key: str) -> User | None:
         return self._sessions.get(key)
+
+    def find_session(self, key: str) -> defer.Deferred[User | None]:
+        """``by_session``, and in a cluster a user of another node too (their
+        transfer connection or HTTP upload may come to this one)."""
+        user = self._sessions.get(key)
+        if user is not None or self.cluster is None:
+            return defer.succeed(user)
+        return self.cluster.session_owner(key)
 
     # --- saying things ---
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet import task
 from twisted.internet.interfaces import IPushProducer
@@ -160,18 +160,10 @@ class Gate:
         given = headers.getRawHeaders(b"authorization")
         found = credentials(given)
         if isinstance(found, Bearer):
-            user = uploads.files.chat.by_session(found.key)
-            if user is None:
-                upload.refuse(ev.error("bad_session", "upload"), invalid_token=True)
-                return
-            key = uploader_key(self.host, user.name, uploads.shared, user.account)
-            holder = resume_owner(self.host, user.name, user.account)
-            upload.offer(
-                user.name,
-                lambda send, p: uploads.files.offer(
-                    user, key, send, p, holder, expected_sha256=self._want_sha
-                ),
-            )
+            d = uploads.files.chat.find_session(found.key)
+            if not d.called:  # another node's user: asked of Redis
+                upload.wait()
+            d.addCallback(self._bearer).addErrback(upload.internal, "session")
         elif isinstance(found, Basic) and accounts is not None:
             self._login(found, accounts)
         else:
@@ -180,6 +172,20 @@ class Gate:
                 how += " or an account's name and password (HTTP Basic)"
             said = "Unusable credentials" if given else "No credentials"
             upload.refuse(upload_error("unauthorised", f"{said}: an upload needs {how}."))
+
+    def _bearer(self, user: Any) -> None:
+        upload, uploads = self._upload, self._uploads
+        if user is None:
+            upload.refuse(ev.error("bad_session", "upload"), invalid_token=True)
+            return
+        key = uploader_key(self.host, user.name, uploads.shared, user.account)
+        holder = resume_owner(self.host, user.name, user.account)
+        upload.offer(
+            user.name,
+            lambda send, p: uploads.files.offer(
+                user, key, send, p, holder, expected_sha256=self._want_sha
+            ),
+        )
 
     def _login(self, given: Basic, accounts: Accounts) -> None:
         """An account's password: off the reactor, throttled like a chat login."""

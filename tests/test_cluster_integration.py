@@ -491,3 +491,37 @@ def test_a_name_given_before_the_node_is_in_the_cluster_waits_for_it(tmp_path: P
     finally:
         kill_quietly(server)
         redis.stop()
+
+
+def test_a_transfer_connection_or_http_upload_may_reach_another_node(
+    nodes: list[RealServer], tmp_path: Path
+) -> None:
+    """Behind one port (``--workers``, a load balancer) chat-tui's transfer
+    connection and curl's upload land on any node: the session key works there."""
+    alice = json_client(nodes[0], "alice")
+    key = next(json.loads(line)["session"] for line in alice.seen
+               if line.startswith('{"type":"welcome"'))
+    bob = json_client(nodes[2], "bob")
+    t = LineClient(nodes[1].port)
+    t.send_line(f"/attach {key}")
+    assert json.loads(t.expect(r'"type":"attached"'))["name"] == "alice"
+    data = b"attached elsewhere" * 100
+    t.send(f"/send far.txt {len(data)} {zlib.crc32(data):08x}\r\n".encode() + data)
+    stored = t.expect_event("uploaded")["file"]
+    assert stored["name"] == "far.txt" and stored["size"] == len(data)
+    assert bob.expect_event("file", sender="alice")["file_id"] == stored["file_id"]
+    body = tmp_path / "put.txt"
+    body.write_bytes(b"put elsewhere")
+    put = subprocess.run(
+        ["curl", "-sf", "-T", str(body), "-H", f"Authorization: Bearer {key}",
+         f"http://127.0.0.1:{nodes[2].http_port}/upload/"],
+        capture_output=True, timeout=DEADLINE,
+    )
+    assert put.returncode == 0, put.stderr
+    assert bob.expect_event("file", sender="alice")["name"] == "put.txt"
+    alice.send_line("/quit")
+    assert t.closed()  # the owner left: the transfer connection goes too
+    bob.expect_event("leave", name="alice")
+    late = LineClient(nodes[1].port)
+    late.send_line(f"/attach {key}")
+    late.expect(r'"code":"bad_session"')
