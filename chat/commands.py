@@ -128,7 +128,7 @@ class Commands:
             if owner is None:
                 conn.set_mode("json")
                 conn.close("bad session", say=ev.error("bad_session", "attach"))
-            elif conn.state is wire.State.REGISTER:
+            elif conn.state is not wire.State.CLOSED:  # (gone while Redis answered)
                 conn.attach(owner)
 
         d = self.chat.find_session(cmd.key)

@@ -144,6 +144,9 @@ class CutOff:
     def settled(self, peer: Any) -> defer.Deferred[None]:
         return defer.succeed(None)
 
+    def forget_session(self, name: str, key: str) -> None:
+        pass
+
 
 def test_lines_are_refused_with_a_clear_error_while_cut_off(tmp_path: Path) -> None:
     server = memory_server(tmp_path)
