@@ -75,7 +75,7 @@ class Admin:
     def _put_off(self, ban: Any, local: bool = False) -> None:
         """Who is in now and is banned goes (``local``: this node's users only)."""
         for user in list(self.chat.registry):
-            if local and getattr(user.peer, "remote", False):
+            if local and user.remote:
                 continue
             host = user.address.rsplit(":", 1)[0].strip("[]")
             if ban.matches(user.name, host):

@@ -137,16 +137,27 @@ class Node:
     def _when_ready(self) -> defer.Deferred[bool]:
         """True once the node is in the cluster; False if Redis fails it first
         or ``cluster.node_timeout`` passes."""
+        return self._wait_in(self._waiting)
+
+    def _wait_in(self, waiting: list[defer.Deferred[bool]]) -> defer.Deferred[bool]:
+        """A Deferred kept in ``waiting`` (whoever empties the list fires it True),
+        False if that has not happened within ``cluster.node_timeout``."""
         d: defer.Deferred[bool] = defer.Deferred()
-        self._waiting.append(d)
+        waiting.append(d)
 
         def too_late() -> None:
-            if d in self._waiting:
-                self._waiting.remove(d)
+            if d in waiting:
+                waiting.remove(d)
                 d.callback(False)
 
-        self.reactor.callLater(self.settings.node_timeout, too_late)
-        return d
+        call = self.reactor.callLater(self.settings.node_timeout, too_late)
+
+        def done(result: bool) -> bool:
+            if call.active():
+                call.cancel()
+            return result
+
+        return d.addCallback(done)
 
     # --- connections ---
 
@@ -177,17 +188,12 @@ class Node:
     def drained(self, grace: float) -> defer.Deferred[None]:
         """Fires once this node's events on their way through Redis are back
         (or ``grace`` seconds have passed)."""
+        if not self._pending:
+            return defer.succeed(None)
         done: defer.Deferred[None] = defer.Deferred()
-        deadline = self.reactor.seconds() + grace
-
-        def check() -> None:
-            if not self._pending or self.reactor.seconds() >= deadline or not self.ready:
-                done.callback(None)
-            else:
-                self.reactor.callLater(0.01, check)
-
-        check()
-        return done
+        # Events come back in the order sent (or all fail together): the last one's is enough.
+        self._settling.setdefault(max(self._pending), []).append(done)
+        return done.addTimeout(grace, self.reactor, onTimeoutCancel=lambda result, timeout: None)
 
     def _cmd_up(self, proto: Any) -> defer.Deferred[None]:
         @defer.inlineCallbacks
@@ -245,7 +251,8 @@ class Node:
 
     def _settled(self, seq: int) -> None:
         for d in self._settling.pop(seq, ()):
-            d.callback(None)
+            if not d.called:  # (``drained`` may have given up on it)
+                d.callback(None)
 
     def _maybe_sync(self) -> None:
         if (self._cmd.protocol is None or not self._subscribed or len(self._sha) < len(SCRIPTS)
@@ -349,7 +356,7 @@ class Node:
     def _reclaim(self, cmd: Any, users: dict[str, dict[str, Any]]) -> Any:
         """After a break: this node's users hold their names again, and
         entries left from users who went meanwhile are published as leaves."""
-        local = {u.name.lower(): u for u in self.chat.registry if not _remote(u)}
+        local = {u.name.lower(): u for u in self.chat.registry if not u.remote}
         later, self._later = self._later, []
         for event, to in later:  # the leaves made meanwhile, to whom they were for
             self._publish(cmd, event, to, None)
@@ -483,7 +490,7 @@ class Node:
 
         def named(name: str | None) -> Any:
             user = self.chat.registry.get(name) if name else None
-            return user if user is not None and _remote(user) else None
+            return user if user is not None and user.remote else None
 
         d: defer.Deferred[Any] = cmd.execute_command("HGET", SESSIONS, key)
         return d.addCallback(named)
@@ -510,17 +517,7 @@ class Node:
         node: that node closes it (``taken_over``); True once the name is free
         here, False if it is not within ``cluster.node_timeout``."""
         self._control({"op": "take_over", "node": user.peer.node, "name": user.name})
-        d: defer.Deferred[bool] = defer.Deferred()
-        waiting = self._freeing.setdefault(user.name.lower(), [])
-        waiting.append(d)
-
-        def too_late() -> None:
-            if d in waiting:
-                waiting.remove(d)
-                d.callback(False)
-
-        self.reactor.callLater(self.settings.node_timeout, too_late)
-        return d
+        return self._wait_in(self._freeing.setdefault(user.name.lower(), []))
 
     def _forgotten(self, name: str) -> None:
         for d in self._freeing.pop(name.lower(), ()):
@@ -572,7 +569,7 @@ class Node:
         op = data.get("op")
         if op in ("kick", "take_over") and data.get("node") == self.id:
             user = self.chat.registry.get(str(data.get("name", "")))
-            if user is None or _remote(user):
+            if user is None or user.remote:
                 return
             if op == "kick":
                 self.chat.kick(user.name, str(data.get("reason", "")))
@@ -581,6 +578,3 @@ class Node:
         elif node != self.id and isinstance(op, str) and op in self.handlers:
             self.handlers[op](data)
 
-
-def _remote(user: Any) -> bool:
-    return getattr(user.peer, "remote", False)

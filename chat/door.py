@@ -216,7 +216,7 @@ class Door:
             return None
         cluster = self.chat.cluster
         held = self.chat.registry.get(name)
-        if cluster is None or (held is not None and not getattr(held.peer, "remote", False)):
+        if cluster is None or (held is not None and not held.remote):
             self._register(conn, name, account)
             return None
         if held is not None:  # a user of another node has it

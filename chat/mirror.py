@@ -49,9 +49,6 @@ def presence(user: Any, node: str, without: str | None = None) -> dict[str, Any]
             "operator": bool(user.operator), "rooms": rooms}
 
 
-def _remote(user: Any) -> bool:
-    return getattr(user.peer, "remote", False)
-
 
 class Mirror:
     """Other nodes' events, applied to this node's chat."""
@@ -75,10 +72,10 @@ class Mirror:
                 return []
             gone = event.room if isinstance(event, ev.Part) else None
             # (a room kick of another node's user is made here, but it is theirs)
-            node = user.peer.node if _remote(user) else self.node
+            node = user.peer.node if user.remote else self.node
             entry = json.dumps(presence(user, node, gone))
             out = ["HSET", USERS, event.name.lower(), entry]
-            if isinstance(event, ev.Join) and event.arrival and not _remote(user):
+            if isinstance(event, ev.Join) and event.arrival and not user.remote:
                 out += ["HSET", SESSIONS, user.session, user.name]
             return out
         if isinstance(event, ev.Leave):
@@ -109,7 +106,7 @@ class Mirror:
         chat = self.chat
         if isinstance(event, ev.Message | ev.Action):
             sender = chat.registry.get(event.sender)
-            if sender is not None and _remote(sender):
+            if sender is not None and sender.remote:
                 sender.last_active = event.ts  # for /who's idle times
             chat.deliver(event, self._room(event.room))
         elif isinstance(event, ev.Join):
@@ -125,7 +122,7 @@ class Mirror:
             user = chat.registry.get(event.name)
             if user is not None and room is not None and user in room.members:
                 chat.rooms.part(user, room)
-                if not _remote(user):  # kicked out of the room from another node
+                if not user.remote:  # kicked out of the room from another node
                     chat.rooms_changed(user)
                     chat.reply(user.peer, ev.Current(user.current.name if user.current else None),
                                user.name)
@@ -133,14 +130,14 @@ class Mirror:
             ghost = chat.registry.get(event.name)
             if ghost is None:
                 return True
-            if not _remote(ghost):
+            if not ghost.remote:
                 return False
             audience = chat.rooms.sharers(ghost)
             self._forget(ghost)
             chat.deliver(event, audience)
         elif isinstance(event, ev.Nick):
             ghost = chat.registry.get(event.old)
-            if ghost is not None and _remote(ghost) and chat.registry.rename(event.old, event.new):
+            if ghost is not None and ghost.remote and chat.registry.rename(event.old, event.new):
                 ghost.name = event.new
                 chat.rooms.renamed(event.old, event.new)
                 chat.deliver(event, chat.rooms.sharers(ghost))
@@ -158,7 +155,7 @@ class Mirror:
             chat.deliver(event, self._room(event.room) if event.room else None)
         elif isinstance(event, ev.Private):
             target = chat.registry.get(event.recipient)
-            if target is not None and not _remote(target):
+            if target is not None and not target.remote:
                 chat.delivery.private(event, [(target.peer, target.name)])
         elif isinstance(event, ev.Notice):
             chat.deliver(event, self._room(event.room) if event.room else None)
@@ -171,7 +168,7 @@ class Mirror:
         """Make the picture what Redis says (as of event ``top``); deliver to this
         node's users the lines said after ``seen`` that they missed. Returns how many."""
         chat = self.chat
-        ghosts = {u.name.lower(): u for u in list(chat.registry) if _remote(u)}
+        ghosts = {u.name.lower(): u for u in list(chat.registry) if u.remote}
         for key, ghost in ghosts.items():
             entry = users.get(key)
             if entry is None or entry.get("node") == self.node:
@@ -180,7 +177,7 @@ class Mirror:
             if entry.get("node") == self.node:
                 continue
             ghost = chat.registry.get(entry.get("name", key))
-            if ghost is not None and not _remote(ghost):
+            if ghost is not None and not ghost.remote:
                 continue  # a name this node's user holds: sorted out by the reclaim
             ghost = self._ghost(entry["name"], bool(entry.get("account")),
                                 bool(entry.get("operator")), str(entry.get("node")))
@@ -244,7 +241,7 @@ class Mirror:
         user = chat.registry.get(name)
         if user is None:
             user = chat.ghost(name, GhostPeer(node or "?"), account, operator)
-        elif node is not None and _remote(user):
+        elif node is not None and user.remote:
             user.peer.node = node
         return user
 

@@ -85,6 +85,11 @@ class User:
     account: bool = False
     operator: bool = False
 
+    @property
+    def remote(self) -> bool:
+        """A user of another node of the cluster (a ghost: ``chat.mirror``)."""
+        return getattr(self.peer, "remote", False)
+
 
 def invalid_name(problem: str, name: str, command: str | None = None) -> ev.Error:
     """The refusal of a name; only a well-formed (reserved) one is named back."""
@@ -210,7 +215,7 @@ class ChatService:
 
     def tell(self, user: User, event: ev.Event) -> None:
         """A reply to ``user`` wherever they are (on another node: through it)."""
-        if self.cluster is not None and getattr(user.peer, "remote", False):
+        if self.cluster is not None and user.remote:
             self.cluster.tell("reply", {"name": user.name, "event": event.as_json()})
         else:
             self.reply(user.peer, event, user.name)
@@ -218,7 +223,7 @@ class ChatService:
     def told(self, data: dict[str, Any]) -> None:
         """A reply another node made for a user of this one."""
         user = self.registry.get(str(data.get("name", "")))
-        if user is not None and not getattr(user.peer, "remote", False):
+        if user is not None and not user.remote:
             try:
                 self.reply(user.peer, ev.from_json(data.get("event")), user.name)
             except ev.BadEvent:
@@ -268,7 +273,7 @@ class ChatService:
         if problem is not None:
             return invalid_name(problem, name)
         stale = self.registry.get(name)
-        if stale is not None and account and not getattr(stale.peer, "remote", False):
+        if stale is not None and account and not stale.remote:
             self.taken_over(stale)
         now = self.clock.seconds()
         user = User(name, peer, secrets.token_urlsafe(24), address, now, now,
@@ -389,7 +394,7 @@ class ChatService:
             return problem
         event = self.chat_event(ev.Private, user.name, target.name, text)
         to_whom = [(u.peer, u.name) for u in dict.fromkeys((target, user))
-                   if not getattr(u.peer, "remote", False)]
+                   if not u.remote]
         if self.cluster is None:
             self.delivery.private(event, to_whom)
         elif not self.cluster.publish(event, to_whom, user):
@@ -425,7 +430,7 @@ class ChatService:
         if user is None:
             return False
         reason = clean(reason) or "no reason given"
-        if self.cluster is not None and getattr(user.peer, "remote", False):
+        if self.cluster is not None and user.remote:
             self.cluster.kick(user, reason)  # its own node does it
             return True
         self.reply(user.peer, ev.error("kicked", reason=reason))
